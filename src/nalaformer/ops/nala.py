@@ -1,0 +1,91 @@
+"""Public NaLa attention entry points: validation once, then the chosen backend."""
+
+from __future__ import annotations
+
+import torch
+
+from .reference import nala_attention_reference
+from .state import NaLaState
+from .torch_impl import nala_attention_torch, nala_decode_step_torch
+from .validation import as_state, validate_decode_inputs, validate_nala_inputs
+
+__all__ = ["nala_attention", "nala_decode_step"]
+
+
+def _resolve_backend(backend: str, q: torch.Tensor) -> str:
+    if backend == "auto":
+        return "torch"
+    if backend == "triton":
+        raise ValueError("backend: 'triton' kernels are not available in this build; use 'auto' or 'torch'")
+    return backend
+
+
+def nala_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    inhibit: str = "relu",
+    lam: float = 3.0,
+    tau: float = 0.5,
+    alpha: float = 20.0,
+    eps: float = 1e-6,
+    norm_eps: float = 1e-6,
+    initial_state: NaLaState | tuple | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    backend: str = "auto",
+):
+    """Norm-aware linear attention (NaLa), non-causal or causal.
+
+    Args:
+        q, k: (B, N, H, D) queries and keys; v: (B, N, H, Dv) values (same dtype and device).
+        causal: prefix-mean causal attention (language) instead of the global mean (vision).
+        rope: optional rotary tables ``(sin, cos)``, each (N, D), applied to the numerator's features
+            (see :func:`rope_1d`, :func:`rope_2d`). With ``cu_seqlens`` there is one row per packed token.
+        inhibit: ``"relu"`` (released code) or ``"cosine"`` (the paper's smooth map).
+        lam, tau, alpha: key power / query power ``lam*(tau + tanh|q|)``, cosine sharpness.
+        eps: denominator epsilon; norm_eps: floor of the query/key norm.
+        initial_state, output_final_state: carry the causal state across calls (decoding, chunking).
+        cu_seqlens: (S+1,) int32/int64 offsets of packed sequences (B must be 1); segments are independent.
+        backend: ``"auto"``, ``"torch"`` (memory-lean PyTorch), ``"reference"`` (readable, small inputs).
+
+    Returns:
+        o (B, N, H, Dv) in the input dtype, or ``(o, NaLaState)`` with ``output_final_state=True``.
+        The maps and sums run in float32 (float64 for float64 input).
+    """
+    validate_nala_inputs(q, k, v, causal=causal, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha,
+                         eps=eps, norm_eps=norm_eps, initial_state=initial_state,
+                         output_final_state=output_final_state, cu_seqlens=cu_seqlens, backend=backend)
+    impl = {"torch": nala_attention_torch, "reference": nala_attention_reference}[_resolve_backend(backend, q)]
+    return impl(q, k, v, causal=causal, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps,
+                norm_eps=norm_eps, initial_state=as_state(initial_state), output_final_state=output_final_state,
+                cu_seqlens=cu_seqlens)
+
+
+def nala_decode_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state: NaLaState | tuple | None = None,
+    *,
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    inhibit: str = "relu",
+    lam: float = 3.0,
+    tau: float = 0.5,
+    alpha: float = 20.0,
+    eps: float = 1e-6,
+    norm_eps: float = 1e-6,
+) -> tuple[torch.Tensor, NaLaState]:
+    """Advance causal NaLa by one token per sequence in O(D*Dv).
+
+    q, k: (B, H, D); v: (B, H, Dv); state from a previous call or ``nala_attention(...,
+    output_final_state=True)`` (None = empty); rope: this position's ``(sin, cos)``, each (D,) or (B, D).
+    Returns ``(o (B, H, Dv), new_state)``; equal to ``nala_attention(causal=True)`` on the whole prefix.
+    """
+    validate_decode_inputs(q, k, v, state, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps,
+                           norm_eps=norm_eps)
+    return nala_decode_step_torch(q, k, v, as_state(state), rope=rope, inhibit=inhibit, lam=lam, tau=tau,
+                                  alpha=alpha, eps=eps, norm_eps=norm_eps)

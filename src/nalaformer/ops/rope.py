@@ -1,0 +1,83 @@
+"""Rotary position tables and the interleaved-pair rotation used by NaLa.
+
+Tables are ``(sin, cos)``, each ``(N, D)`` with the value of pair ``i`` repeated at
+columns ``2i`` and ``2i + 1``. :func:`apply_rotary` rotates pairs ``(2i, 2i+1)``:
+``(x0, x1) -> (x0*cos - x1*sin, x1*cos + x0*sin)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["rope_1d", "rope_2d", "apply_rotary"]
+
+
+def _tables(angles: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = angles.repeat_interleave(2, dim=-1)
+    return angles.sin().to(dtype), angles.cos().to(dtype)
+
+
+def rope_1d(
+    positions: int | torch.Tensor,
+    head_dim: int,
+    base: float = 10000.0,
+    *,
+    offset: int = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standard interleaved-pair rotary tables for a 1-D sequence.
+
+    ``positions`` is a length N (positions ``offset .. offset+N-1``) or a 1-D tensor of
+    positions (e.g. restarting per packed document). Pair ``i`` turns by
+    ``pos * base**(-2i/head_dim)``. Returns ``(sin, cos)``, each ``(N, head_dim)``.
+    """
+    if head_dim <= 0 or head_dim % 2:
+        raise ValueError(f"head_dim: expected a positive even number for rotary tables, got {head_dim}")
+    if isinstance(positions, int):
+        if positions < 0:
+            raise ValueError(f"positions: expected a length >= 0, got {positions}")
+        pos = torch.arange(offset, offset + positions, device=device, dtype=torch.float64)
+    else:
+        if positions.dim() != 1:
+            raise ValueError(f"positions: expected a 1-D tensor of positions, got shape {tuple(positions.shape)}")
+        pos = positions.to(device=device or positions.device, dtype=torch.float64) + offset
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float64) / head_dim)
+    return _tables(pos[:, None] * inv_freq[None, :], dtype)
+
+
+def rope_2d(
+    height: int,
+    width: int,
+    head_dim: int,
+    base: float = 10000.0,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axial 2-D rotary tables of the NaLaFormer backbone (spec §4).
+
+    ``a = 1 / base**linspace(0, 1, head_dim/4)``; a token at row r, column c gets angles
+    ``[r*a, c*a]`` with every value repeated for both members of a pair. Tokens are in
+    row-major order. Returns ``(sin, cos)``, each ``(height*width, head_dim)``.
+    """
+    if head_dim <= 0 or head_dim % 4:
+        raise ValueError(f"head_dim: expected a positive multiple of 4 for 2-D rotary tables, got {head_dim}")
+    if height < 1 or width < 1:
+        raise ValueError(f"height, width: expected positive grid sizes, got {height}x{width}")
+    a = 1.0 / base ** torch.linspace(0, 1, head_dim // 4, device=device, dtype=torch.float64)
+    rows = torch.arange(height, device=a.device, dtype=torch.float64)
+    cols = torch.arange(width, device=a.device, dtype=torch.float64)
+    r_ang = (rows[:, None] * a[None, :])[:, None, :].expand(height, width, -1)
+    c_ang = (cols[:, None] * a[None, :])[None, :, :].expand(height, width, -1)
+    # per axis: repeat each frequency for both pair members, then [row block, column block]
+    angles = torch.cat([r_ang.repeat_interleave(2, -1), c_ang.repeat_interleave(2, -1)], dim=-1)
+    angles = angles.reshape(height * width, head_dim)
+    return angles.sin().to(dtype), angles.cos().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of the last dim of ``x`` by tables broadcastable to ``x``."""
+    pairs = x.unflatten(-1, (-1, 2))
+    rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return x * cos + rotated_half * sin

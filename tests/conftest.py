@@ -1,0 +1,26 @@
+"""Shared test helpers: float64 comparisons and seeded random inputs."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import torch
+
+GOLDEN_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |a - e| / max |e| in float64; NaN anywhere in ``actual`` gives inf."""
+    actual, expected = actual.double(), expected.double()
+    if not torch.isfinite(actual).all():
+        return float("inf")
+    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.fixture
+def golden_path() -> pathlib.Path:
+    path = GOLDEN_DIR / "official_a.safetensors"
+    if not path.exists():
+        pytest.skip(f"golden tensors not found at {path}")
+    return path
