@@ -1,0 +1,1 @@
+"""Datasets: Fashion-MNIST (Debian package / path / download), ImageFolder trees, text corpora."""

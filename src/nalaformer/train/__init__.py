@@ -1,0 +1,1 @@
+"""Training loops (vision, language), checkpointing and distributed helpers."""

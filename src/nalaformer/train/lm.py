@@ -1,0 +1,85 @@
+"""``nalaformer train-lm``: train a NaLa causal language model on local text, offline.
+
+Defaults train a ~3M-parameter byte-level model on the Python documentation sources (Debian's
+``python3.11-doc``) for a few minutes on a CPU. Every flag can also come from a YAML recipe
+(``--config configs/lm/....yaml``); torchrun gives DDP (or ``--distributed fsdp``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .config import add_dataclass_arguments, config_from_args
+
+HELP = "train a NaLa causal LM (default: byte-level, Python docs corpus, CPU-sized)"
+
+__all__ = ["HELP", "LMTrainConfig", "add_arguments", "run"]
+
+
+def _opt(default=None, help=""):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class LMTrainConfig:
+    # model and tokenizer
+    model: str = _opt("nala-small", "preset (nala-tiny, nala-small, nala-340m, nala-hybrid-340m) or config.json")
+    model_overrides: Optional[dict] = _opt(None, "NaLaConfig keywords over the preset (JSON), e.g. "
+                                                 "'{\"softmax_layers\": [3]}'")
+    tokenizer: str = _opt("byte", "'byte' or a local Hugging Face tokenizer directory")
+    # data
+    corpus: Optional[list] = _opt(None, "text files/dirs/globs (JSON list or one path; default: Python docs)")
+    held_out: float = _opt(0.05, "fraction of documents held out for perplexity")
+    seq_len: int = _opt(256, "tokens per training sequence")
+    packing: str = _opt("documents", "'documents' (positions restart per document, no cross-document "
+                                     "attention) or 'concat' (GPT-style)")
+    # optimisation
+    steps: int = _opt(300, "optimizer steps")
+    batch_size: int = _opt(16, "sequences per process per micro-step")
+    grad_accum: int = _opt(1, "micro-steps per optimizer step")
+    lr: float = _opt(2e-3, "peak learning rate")
+    min_lr_ratio: float = _opt(0.1, "final lr as a fraction of the peak (cosine)")
+    warmup_steps: int = _opt(30, "linear warm-up steps")
+    weight_decay: float = _opt(0.1, "AdamW weight decay (matrices and embeddings only)")
+    beta2: float = _opt(0.95, "AdamW beta2")
+    grad_clip: float = _opt(1.0, "gradient-norm clipping (0 = off)")
+    # performance
+    amp: str = _opt("auto", "'auto' (bf16 on GPU, off on CPU), 'bf16', 'fp16' or 'none'")
+    gradient_checkpointing: bool = _opt(False, "recompute activations in the backward pass")
+    device: str = _opt("auto", "'auto', 'cpu' or 'cuda'")
+    distributed: str = _opt("ddp", "'ddp' or 'fsdp' under torchrun")
+    # monitoring and checkpoints
+    output_dir: str = _opt("runs/lm", "checkpoints, metrics.csv, loss.png, samples.txt")
+    eval_every: int = _opt(100, "held-out perplexity every N steps (0 = only at the end)")
+    eval_batches: int = _opt(20, "held-out batches per evaluation (0 = all)")
+    sample_every: int = _opt(100, "print a sample generation every N steps (0 = off)")
+    sample_prompt: str = _opt("The ", "prompt of the sample generations")
+    sample_tokens: int = _opt(80, "tokens per sample generation")
+    save_every: int = _opt(100, "checkpoint every N steps (and at the end)")
+    keep_last: int = _opt(2, "checkpoints to keep")
+    resume: Optional[str] = _opt(None, "'auto' (latest in output_dir, if any) or a checkpoint directory")
+    stop_after: Optional[int] = _opt(None, "stop (with a checkpoint) after this many steps of this run")
+    seed: int = _opt(0, "seed of init, data order and the held-out split")
+    log_every: int = _opt(10, "progress lines when not on a terminal")
+    tensorboard: bool = _opt(True, "also log to TensorBoard when installed")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataclass_arguments(parser, LMTrainConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .lm_loop import train
+
+    train(config_from_args(LMTrainConfig, args))
+    return 0
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m nalaformer.train.lm ...
+    import sys
+
+    _parser = argparse.ArgumentParser(prog="nalaformer train-lm", description=HELP)
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

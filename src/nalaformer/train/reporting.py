@@ -1,0 +1,134 @@
+"""What a user watches: progress bar with throughput/ETA, CSV + TensorBoard metrics, PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+import sys
+import time
+import warnings
+
+__all__ = ["Progress", "MetricsLog", "plot_metrics"]
+
+
+class Progress:
+    """A one-line progress bar: ``epoch 2/5 [#####.....] 120/240  3,450 img/s  ETA 0:35  loss 0.41``.
+
+    Redraws in place on a terminal; otherwise prints a line every ``log_every`` steps.
+    """
+
+    def __init__(self, total: int, desc: str, unit: str = "img", enabled: bool = True, log_every: int = 50,
+                 stream=None):
+        self.total, self.desc, self.unit, self.enabled, self.log_every = total, desc, unit, enabled, log_every
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.perf_counter()
+        self.items = 0
+        self.step = 0
+
+    def update(self, items: int, **metrics: float) -> None:
+        self.step += 1
+        self.items += items
+        if not self.enabled or not (self.tty or self.step % self.log_every == 0 or self.step == self.total):
+            return
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = self.items / elapsed
+        eta = elapsed / self.step * (self.total - self.step)
+        width = 20
+        filled = int(width * self.step / max(self.total, 1))
+        extra = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        line = (f"{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.step}/{self.total}  "
+                f"{rate:,.0f} {self.unit}/s  ETA {int(eta // 60)}:{int(eta % 60):02d}  {extra}")
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> float:
+        """Finish the line; return throughput (items/s)."""
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+        return self.items / max(time.perf_counter() - self.start, 1e-9)
+
+
+class MetricsLog:
+    """Append one row per epoch to ``metrics.csv``; mirror to TensorBoard when it is installed."""
+
+    def __init__(self, directory: str | pathlib.Path, tensorboard: bool = True):
+        self.dir = pathlib.Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.dir / "metrics.csv"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.dir / "tensorboard"))
+            except Exception:  # tensorboard not installed
+                warnings.warn("tensorboard is not installed: metrics go to metrics.csv only", RuntimeWarning,
+                              stacklevel=2)
+
+    def rows(self) -> list[dict]:
+        if not self.csv_path.is_file():
+            return []
+        with self.csv_path.open() as f:
+            return list(csv.DictReader(f))
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop rows of epochs > ``epoch`` (a resumed run rewrites them)."""
+        rows = [r for r in self.rows() if int(r["epoch"]) <= epoch]
+        if rows:
+            self._write(rows, list(rows[0]))
+        elif self.csv_path.exists():
+            self.csv_path.unlink()
+
+    def _write(self, rows: list[dict], fields: list[str]) -> None:
+        tmp = self.csv_path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+        tmp.replace(self.csv_path)
+
+    def log(self, row: dict) -> None:
+        rows = self.rows() + [{k: str(v) for k, v in row.items()}]
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        self._write(rows, fields)
+        if self.writer is not None:
+            step = int(row["epoch"])
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def plot_metrics(csv_path: str | pathlib.Path, out_path: str | pathlib.Path, panels: dict[str, list[str]]) -> bool:
+    """One PNG with a panel per entry of ``panels`` (title -> CSV columns vs epoch). False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn("matplotlib is not installed: no plots", RuntimeWarning, stacklevel=2)
+        return False
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return False
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+    for ax, (title, columns) in zip(axes if len(panels) > 1 else [axes], panels.items()):
+        for col in columns:
+            values = [float(r[col]) if r.get(col) not in (None, "") else float("nan") for r in rows]
+            ax.plot(epochs, values, marker="o", label=col)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return True
