@@ -1,29 +1,48 @@
 # Two set-up commands, both self-contained on a fresh machine:
-#   make run    the main job on its built-in default
-#   make test   the test suite
+#   make run    the main job on its built-in default: train a small NaLaFormer on Fashion-MNIST (CPU)
+#   make test   the test suite (what CI runs)
 # Both create (or refresh, when pyproject.toml changes) a local virtual environment in .venv.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: run test venv clean
+.PHONY: run test fashion-data clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
 
-venv: $(STAMP)
+# the training extras (timm, plots, TensorBoard) for `make run`
+$(VENV)/.installed-run: pyproject.toml | $(PY)
+	$(PIP) $(TORCH_SPEC)
+	$(PIP) -e '.[train]'
+	touch $@
 
-run: $(STAMP)
-	$(VENV)/bin/nalaformer demo
+# everything for the tests (transformers, triton, pytest, ...)
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
+	$(PIP) -e '.[dev]'
+	touch $@
 
-test: $(STAMP)
+# Fashion-MNIST from Debian's package when it is missing and we may install it
+fashion-data:
+	@if [ ! -e "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's dataset-fashion-mnist ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  else \
+	    echo "Fashion-MNIST is not in $(FMNIST_DIR): install Debian's dataset-fashion-mnist, or run"; \
+	    echo "  $(VENV)/bin/nalaformer train --data-dir DIR   (DIR with the four idx files) or --download"; \
+	  fi; \
+	fi
+
+run: $(VENV)/.installed-run fashion-data
+	$(VENV)/bin/nalaformer train
+
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:

@@ -60,7 +60,7 @@ class VisionTrainConfig:
     accum_steps: int = _opt(1, "gradient accumulation steps")
     lr: float | None = _opt(None, "peak learning rate (default: lr_base * global_batch / lr_base_size)")
     lr_base: float = _opt(2e-3, "learning rate at lr_base_size")
-    lr_base_size: int = _opt(512, "global batch size lr_base refers to")
+    lr_base_size: int = _opt(128, "global batch size lr_base refers to")
     opt: str = _opt("adamw", "timm optimizer name")
     weight_decay: float = _opt(0.05, "weight decay")
     layer_decay: float | None = _opt(None, "layer-wise lr decay (uses the model's group_matcher)")
@@ -80,7 +80,7 @@ class VisionTrainConfig:
     model_ema_decay: float = _opt(0.9998, "EMA decay")
     # performance
     amp: str = _opt("auto", "'auto' (bf16 on GPU, off on CPU), 'bf16', 'fp16' or 'none'")
-    channels_last: bool = _opt(False, "channels_last memory format")
+    channels_last: bool = _opt(True, "channels_last memory format")
     compile: bool = _opt(False, "torch.compile the model")
     grad_checkpointing: bool = _opt(False, "activation checkpointing (less memory)")
     device: str = _opt("auto", "'auto', 'cpu' or 'cuda'")
@@ -386,7 +386,7 @@ class Trainer:
                 print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}  test loss "
                       f"{metrics['loss']:.4f}  top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
                       f"({row['epoch_seconds']:.0f} s)", flush=True)
-            self._save(epoch, {k: metrics[k] for k in ("loss", "top1", "top5")})
+            self._save(epoch, {k: metrics[k] for k in ("loss", "top1", "top5", "count")})
             barrier(env)
         if env.is_main:
             self._finish(metrics)
