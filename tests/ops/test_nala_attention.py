@@ -249,3 +249,16 @@ def test_golden_op_tensors(golden_path):
         assert rel_err(nf.nala_attention(q, k, v, backend=backend).transpose(1, 2), g["op.out_norope"]) <= 1e-5
         out = nf.nala_attention(q, k, v, rope=(sin, cos), backend=backend).transpose(1, 2)
         assert rel_err(out, g["op.out_rope"]) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fp32_inside_autocast(dtype, causal):
+    """Autocast must not push the op's float32 sums back to 16 bits (fp16 k^3 v sums overflow)."""
+    q, k, v = make_inputs(1, 200, 2, 16, seed=22, scale=30.0)
+    ref = nf.nala_attention_reference(q.double(), k.double(), v.double(), causal=causal)
+    with torch.autocast("cpu", dtype=dtype):
+        o = nf.nala_attention(q, k, v, causal=causal)
+        o_step, _ = nf.nala_decode_step(q[:, 0], k[:, 0], v[:, 0])
+    assert o.dtype == torch.float32 and o_step.dtype == torch.float32
+    assert rel_err(o, ref) <= 1e-5

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .autocast import outside_autocast
 from .feature_maps import compute_dtype, nala_feature_maps
 from .rope import apply_rotary
 from .state import NaLaState
@@ -50,6 +51,7 @@ def _sequence(phq, phk, rq, rk, v, *, causal, eps, state):
     return num / (den[..., None] + eps), final
 
 
+@outside_autocast
 def nala_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, rope=None,
     inhibit: str = "relu", lam: float = 3.0, tau: float = 0.5, alpha: float = 20.0, eps: float = 1e-6,

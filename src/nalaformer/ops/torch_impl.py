@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .autocast import outside_autocast
 from .feature_maps import compute_dtype, nala_feature_maps
 from .reference import rotate_features, segments
 from .state import NaLaState
@@ -60,6 +61,7 @@ def _causal(phq, phk, rq, rk, v, eps, state: NaLaState, chunk: int):
     return o, final
 
 
+@outside_autocast
 def nala_attention_torch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, rope=None,
     inhibit: str = "relu", lam: float = 3.0, tau: float = 0.5, alpha: float = 20.0, eps: float = 1e-6,
@@ -99,6 +101,7 @@ def nala_attention_torch(
     return (o, final) if output_final_state else o
 
 
+@outside_autocast
 def nala_decode_step_torch(q, k, v, state: NaLaState | None, *, rope=None, inhibit="relu", lam=3.0, tau=0.5,
                            alpha=20.0, eps=1e-6, norm_eps=1e-6):
     """One token per sequence: q, k (B, H, D), v (B, H, Dv) -> (o (B, H, Dv), new state). O(D*Dv)."""

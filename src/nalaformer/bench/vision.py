@@ -1,0 +1,513 @@
+"""Vision benchmark: NaLaFormer (ours) vs the authors' math, Swin-T and ConvNeXt-T, in one run.
+
+    python -m nalaformer.bench.vision --out DIR                  # the H200 run
+    python -m nalaformer.bench.vision --out DIR --device cpu --quick   # a smoke test
+
+Measures, all under bf16 autocast with channels_last tensors:
+  * inference img/s (batch 256, 224^2) and training img/s (batch 128, forward + backward + SGD step)
+    of nalaformer_t / nalaformer_s, the authors' formulation of the same networks (re-created below from
+    spec §5-§6 with the released layout: permutes, per-forward rotary tables, an fp32 attention island),
+    timm's swin_tiny_patch4_window7_224 and convnext_tiny;
+  * that our outputs equal the authors' math: ours in fp32 within 1e-4, ours in bf16 within bf16 tolerance;
+  * peak training memory at 1024^2 (batch 4), ours vs the authors'.
+Prints a table with ratios and writes ``DIR/vision_bench.json``. The authors' baseline runs in two
+variants: ``authors`` (its attention island really in fp32: autocast off inside it, as the released code
+intends with its ``.float()`` casts) and ``authors_autocast`` (the released code as-is under autocast,
+where the island's matmuls drop back to bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------------------
+# The authors' math, re-created from the spec (§5, §6) in the released code's layout and parameter names,
+# so that ``checkpoint_filter_fn`` maps its weights onto ours. Deliberately eager: permutes around every
+# LayerNorm / FFN, q, k, v, g split through a (B, N, 4, C) permute, rotary tables rebuilt every forward,
+# four separate rotations, and the attention core in float32.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _island(fp32: bool, device_type: str):
+    """The attention core's precision: autocast off (a real fp32 island) or left as the caller set it."""
+    return torch.autocast(device_type, enabled=False) if fp32 else contextlib.nullcontext()
+
+
+def _rotate(x, sin, cos):
+    pairs = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).flatten(-2)
+    return x * cos + pairs * sin
+
+
+class _RoPE(nn.Module):
+    def __init__(self, head_dim: int):
+        super().__init__()
+        angle = 1.0 / 10000 ** torch.linspace(0, 1, head_dim // 4)
+        self.register_buffer("angle", angle.repeat_interleave(2))
+
+    def forward(self, height: int, width: int):
+        rows = torch.arange(height, device=self.angle.device, dtype=self.angle.dtype)[:, None] * self.angle
+        cols = torch.arange(width, device=self.angle.device, dtype=self.angle.dtype)[:, None] * self.angle
+        angles = torch.cat([rows[:, None].expand(-1, width, -1), cols[None].expand(height, -1, -1)], -1)
+        angles = angles.flatten(0, 1)
+        return angles.sin(), angles.cos()
+
+
+class _LayerNorm2d(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _AuthorsAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, softmax: bool, fp32_island: bool):
+        super().__init__()
+        self.heads, self.softmax, self.fp32_island = heads, softmax, fp32_island
+        self.qkvg = nn.Linear(dim, 4 * dim)
+        self.lepe = nn.Conv2d(dim, dim, 5, 1, 2, groups=dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.ln = nn.LayerNorm(dim)
+        self.act = nn.SiLU()
+
+    def _nala(self, q, k, v, sin, cos):
+        n = q.shape[-2]
+        k = k ** 3
+        q_norm = q.norm(dim=-1, keepdim=True)
+        power = 3 * (0.5 + torch.tanh(q_norm))
+        q1, q2 = (torch.relu(q) / q_norm) ** power, (torch.relu(-q) / q_norm) ** power
+        k1, k2 = torch.relu(k), torch.relu(-k)
+        q_rot = torch.cat([_rotate(q1, sin, cos), _rotate(q2, sin, cos)], -1)
+        k_rot = torch.cat([_rotate(k1, sin, cos), _rotate(k2, sin, cos)], -1)
+        q_cat, k_cat = torch.cat([q1, q2], -1), torch.cat([k1, k2], -1)
+        z = 1 / (q_cat @ k_cat.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
+        kv = (k_rot.transpose(-2, -1) * n ** -0.5) @ (v * n ** -0.5)
+        return q_rot @ kv * z
+
+    def _softmax(self, q, k, v, sin, cos):
+        q, k = _rotate(q, sin, cos), _rotate(k, sin, cos)
+        attn = torch.softmax(q.shape[-1] ** -0.5 * q @ k.transpose(-1, -2), dim=-1)
+        return attn @ v
+
+    def forward(self, x, sin, cos):
+        b, c, h, w = x.shape
+        n = h * w
+        qkvg = self.qkvg(x.reshape(b, c, n).transpose(-1, -2)).reshape(b, n, 4, c).permute(2, 0, 1, 3)
+        to_image = lambda t: t.reshape(b, h, w, c).permute(0, 3, 1, 2)  # noqa: E731
+        if self.softmax:  # the released softmax attention computes lepe before its fp32 casts
+            lepe = self.lepe(to_image(qkvg[2])).permute(0, 2, 3, 1).reshape(b, n, c)
+        with _island(self.fp32_island, x.device.type):
+            if not self.softmax:  # the released NaLa casts q, k, v, g, then computes lepe from the fp32 v
+                qkvg = qkvg.float()
+                lepe = self.lepe(to_image(qkvg[2])).permute(0, 2, 3, 1).reshape(b, n, c)
+            q, k, v, g = qkvg[0], qkvg[1], qkvg[2], qkvg[3]
+            split = lambda t: t.reshape(b, n, self.heads, c // self.heads).permute(0, 2, 1, 3).float()  # noqa: E731
+            core = self._softmax if self.softmax else self._nala
+            o = core(split(q), split(k), split(v), sin, cos).transpose(1, 2).reshape(b, n, c)
+            y = self.ln(o + lepe.float()) * self.act(g.float() if self.fp32_island else g)
+        return self.out_proj(y).reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class _AuthorsFFN(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        t = F.gelu(self.fc1(x.contiguous().reshape(b, c, h * w).permute(0, 2, 1)))
+        img = t.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        t = (img + self.dwconv(img)).reshape(b, -1, h * w).permute(0, 2, 1)
+        return self.fc2(t).reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class _AuthorsBlock(nn.Module):
+    def __init__(self, dim, heads, mlp_ratio, softmax, ls_init, fp32_island):
+        super().__init__()
+        self.cpe1 = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+        self.norm1 = _LayerNorm2d(dim)
+        self.attn = _AuthorsAttention(dim, heads, softmax, fp32_island)
+        self.gamma_1 = nn.Parameter(ls_init * torch.ones(1, dim, 1, 1))
+        self.cpe2 = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+        self.norm2 = _LayerNorm2d(dim)
+        self.ffn = _AuthorsFFN(dim, int(mlp_ratio * dim))
+        self.gamma_2 = nn.Parameter(ls_init * torch.ones(1, dim, 1, 1))
+
+    def forward(self, x, sin, cos):
+        x = x + self.cpe1(x)
+        x = x + self.gamma_1 * self.attn(self.norm1(x), sin, cos)
+        x = x + self.cpe2(x)
+        return x + self.gamma_2 * self.ffn(self.norm2(x))
+
+
+class _AuthorsDownsample(nn.Module):
+    def __init__(self, dim, out_dim):
+        super().__init__()
+        self.reduction, self.norm = nn.Conv2d(dim, out_dim, 3, 2, 1), nn.BatchNorm2d(out_dim)
+
+    def forward(self, x):
+        return self.norm(self.reduction(x))
+
+
+class _AuthorsStage(nn.Module):
+    def __init__(self, dim, out_dim, depth, heads, mlp_ratio, softmax, ls_init, fp32_island):
+        super().__init__()
+        self.RoPE = _RoPE(dim // heads)
+        self.blocks = nn.ModuleList(
+            [_AuthorsBlock(dim, heads, mlp_ratio, softmax, ls_init, fp32_island) for _ in range(depth)])
+        self.downsample = _AuthorsDownsample(dim, out_dim) if out_dim else None
+
+    def forward(self, x):
+        sin, cos = self.RoPE(x.shape[2], x.shape[3])
+        for block in self.blocks:
+            x = block(x, sin, cos)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+class AuthorsNaLaFormer(nn.Module):
+    """The released network's computation and state-dict layout (eval-equivalent; no stochastic depth)."""
+
+    def __init__(self, embed_dims, depths, num_heads, mlp_ratios, layer_scale_init_values, num_classes=1000,
+                 projection=1024, fp32_island=True):
+        super().__init__()
+        d0 = embed_dims[0]
+        conv_bn = lambda i, o, s: [nn.Conv2d(i, o, 3, s, 1), nn.BatchNorm2d(o)]  # noqa: E731
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Sequential(*conv_bn(3, d0 // 2, 2), nn.GELU(), *conv_bn(d0 // 2, d0 // 2, 1),
+                                              nn.GELU(), *conv_bn(d0 // 2, d0 // 2, 1), nn.GELU(),
+                                              *conv_bn(d0 // 2, d0, 2))
+        self.layers = nn.ModuleList([
+            _AuthorsStage(embed_dims[i], embed_dims[i + 1] if i < 3 else None, depths[i], num_heads[i],
+                          mlp_ratios[i], i >= 2, layer_scale_init_values[i], fp32_island)
+            for i in range(4)
+        ])
+        self.proj = nn.Linear(embed_dims[-1], projection)
+        self.norm = nn.BatchNorm2d(projection)
+        self.head = nn.Conv2d(projection, num_classes, 1)
+
+    def forward(self, x):
+        x = self.patch_embed.proj(x)
+        for layer in self.layers:
+            x = layer(x)
+        b, c, h, w = x.shape
+        x = self.proj(x.reshape(b, c, -1).permute(0, 2, 1)).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        x = F.silu(self.norm(x)).mean((2, 3), keepdim=True)
+        return self.head(x).flatten(1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Harness
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    device: str
+    models: tuple[str, ...] = ("nalaformer_t", "nalaformer_s")
+    image_size: int = 224
+    infer_batch: int = 256
+    train_batch: int = 128
+    mem_size: int = 1024
+    mem_batch: int = 4
+    warmup: int = 10
+    iters: int = 30
+    check_batch: int = 8
+    compile: bool = False
+    references: tuple[str, ...] = ("swin_tiny_patch4_window7_224", "convnext_tiny")
+
+
+@dataclass
+class Result:
+    model: str
+    impl: str
+    mode: str
+    img_per_s: float | None = None
+    ms_per_iter: float | None = None
+    peak_mem_gib: float | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _autocast(device: str):
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
+def _images(batch: int, size: int, device: str, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, size, size, generator=g)
+    return x.to(device).contiguous(memory_format=torch.channels_last)
+
+
+def _released_config(name: str) -> dict:
+    """The entrypoint's released constructor args (dims, depths, heads, mlp, LayerScale)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    stages = model.stages
+    return dict(
+        embed_dims=list(model.embed_dims),
+        depths=[len(s.blocks) for s in stages],
+        num_heads=[s.blocks[0].attn.num_heads for s in stages],
+        mlp_ratios=[s.blocks[0].mlp.fc1.out_features / model.embed_dims[i] for i, s in enumerate(stages)],
+        layer_scale_init_values=[s.blocks[0].ls1.init_value for s in stages],
+    )
+
+
+def build_pair(name: str, device: str, seed: int = 0):
+    """(ours, authors fp32 island, authors as-is under autocast): one random init, the same weights."""
+    import timm
+
+    from ..models.vision.nalaformer import checkpoint_filter_fn
+
+    torch.manual_seed(seed)
+    config = _released_config(name)
+    authors = AuthorsNaLaFormer(**config, fp32_island=True)
+    ours = timm.create_model(name, drop_path_rate=0.0)
+    ours.load_state_dict(checkpoint_filter_fn(authors.state_dict(), ours))
+    authors_autocast = AuthorsNaLaFormer(**config, fp32_island=False)
+    authors_autocast.load_state_dict(authors.state_dict())
+    return [m.to(device).to(memory_format=torch.channels_last) for m in (ours, authors, authors_autocast)]
+
+
+def _time(step, settings: Settings) -> float:
+    """Seconds per call of ``step`` after warm-up."""
+    for _ in range(settings.warmup):
+        step()
+    _sync(settings.device)
+    start = time.perf_counter()
+    for _ in range(settings.iters):
+        step()
+    _sync(settings.device)
+    return (time.perf_counter() - start) / settings.iters
+
+
+def bench_inference(model, settings: Settings) -> float:
+    model.eval()
+    x = _images(settings.infer_batch, settings.image_size, settings.device)
+
+    def step():
+        with torch.inference_mode(), _autocast(settings.device):
+            model(x)
+
+    return _time(step, settings)
+
+
+def _train_step(model, x, labels, optimizer, device):
+    with _autocast(device):
+        loss = F.cross_entropy(model(x).float(), labels)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def bench_training(model, settings: Settings) -> float:
+    model.train()
+    x = _images(settings.train_batch, settings.image_size, settings.device)
+    labels = torch.randint(0, 1000, (settings.train_batch,), device=settings.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    return _time(lambda: _train_step(model, x, labels, optimizer, settings.device), settings)
+
+
+def peak_training_memory(model, settings: Settings) -> tuple[float | None, str]:
+    """Peak GiB allocated by one training step at mem_size^2 (after one warm-up step); CUDA only."""
+    if not settings.device.startswith("cuda"):
+        return None, "CUDA only"
+    model.train()
+    x = _images(settings.mem_batch, settings.mem_size, settings.device)
+    labels = torch.randint(0, 1000, (settings.mem_batch,), device=settings.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    try:
+        _train_step(model, x, labels, optimizer, settings.device)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        _train_step(model, x, labels, optimizer, settings.device)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2 ** 30, ""
+    except torch.cuda.OutOfMemoryError:
+        return None, "out of memory"
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        del optimizer
+        torch.cuda.empty_cache()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def check_equal(ours, authors, settings: Settings) -> dict:
+    """ours vs the authors' math on the same weights: fp32 vs fp32 and bf16-autocast vs fp32."""
+    ours.eval()
+    authors.eval()
+    x = _images(settings.check_batch, settings.image_size, settings.device, seed=1)
+    with torch.inference_mode():
+        reference = authors(x)
+        fp32 = ours(x)
+        with _autocast(settings.device):
+            bf16 = ours(x)
+            authors_bf16 = authors(x)
+    result = {
+        "rel_err_fp32": _rel(fp32, reference),
+        "rel_err_bf16": _rel(bf16, reference),
+        "authors_bf16_rel_err": _rel(authors_bf16, reference),
+        "tolerance_fp32": 1e-4,
+        "tolerance_bf16": 3e-2,
+    }
+    result["passed"] = bool(result["rel_err_fp32"] <= 1e-4 and result["rel_err_bf16"] <= 3e-2
+                            and math.isfinite(result["rel_err_bf16"]))
+    return result
+
+
+def _maybe_compile(model, settings: Settings):
+    return torch.compile(model) if settings.compile else model
+
+
+def run(settings: Settings) -> dict:
+    import timm
+
+    if settings.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    results: list[Result] = []
+    checks: dict[str, dict] = {}
+    for name in settings.models:
+        ours, authors, authors_autocast = build_pair(name, settings.device)
+        checks[name] = check_equal(ours, authors, settings)
+        impls = {"ours": _maybe_compile(ours, settings), "authors": authors, "authors_autocast": authors_autocast}
+        for impl, model in impls.items():
+            results.append(Result(name, impl, "inference", ms_per_iter=1e3 * bench_inference(model, settings)))
+            results.append(Result(name, impl, "training", ms_per_iter=1e3 * bench_training(model, settings)))
+        for impl, model in (("ours", ours), ("authors", authors), ("authors_autocast", authors_autocast)):
+            peak, note = peak_training_memory(model, settings)
+            results.append(Result(name, impl, f"train_mem_{settings.mem_size}", peak_mem_gib=peak, note=note,
+                                  extra={"batch": settings.mem_batch}))
+        del ours, authors, authors_autocast, impls
+        if settings.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    for name in settings.references:
+        kwargs = {"img_size": settings.image_size} if name.startswith("swin") else {}
+        model = timm.create_model(name, **kwargs).to(settings.device).to(memory_format=torch.channels_last)
+        results.append(Result(name, "timm", "inference", ms_per_iter=1e3 * bench_inference(model, settings)))
+        results.append(Result(name, "timm", "training", ms_per_iter=1e3 * bench_training(model, settings)))
+        del model
+    for r in results:
+        if r.ms_per_iter is not None:
+            batch = settings.infer_batch if r.mode == "inference" else settings.train_batch
+            r.img_per_s = batch / (r.ms_per_iter / 1e3)
+    return {"settings": asdict(settings), "environment": _environment(settings),
+            "results": [asdict(r) for r in results], "correctness": checks}
+
+
+def _environment(settings: Settings) -> dict:
+    import timm
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+           "device": settings.device}
+    if settings.device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def _find(rows, model, impl, mode):
+    return next((r for r in rows if r["model"] == model and r["impl"] == impl and r["mode"] == mode), None)
+
+
+def _ratio(value, base) -> str:
+    return f"{value / base:.2f}x" if value is not None and base else ""
+
+
+def format_table(report: dict) -> str:
+    """Throughput rows with ratios to the authors' math and to the first reference; memory rows; checks."""
+    rows = report["results"]
+    references = report["settings"]["references"]
+    ref_name = references[0] if references else None
+    header = f"{'model':<30} {'impl':<17} {'mode':<16} {'img/s':>9} {'ms/iter':>9} {'vs authors':>10} " \
+             f"{'vs ' + str(ref_name)[:12]:>15} {'peak GiB':>9}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        base = _find(rows, r["model"], "authors", r["mode"])
+        if r["mode"] in ("inference", "training"):
+            ref = _find(rows, ref_name, "timm", r["mode"]) if ref_name else None
+            vs_authors = _ratio(r["img_per_s"], base and base["img_per_s"]) if r["impl"] != "authors" else ""
+            vs_ref = _ratio(r["img_per_s"], ref and ref["img_per_s"])
+            lines.append(f"{r['model']:<30} {r['impl']:<17} {r['mode']:<16} {r['img_per_s']:>9.1f} "
+                         f"{r['ms_per_iter']:>9.2f} {vs_authors:>10} {vs_ref:>15} {'':>9}")
+        else:
+            peak = f"{r['peak_mem_gib']:.2f}" if r["peak_mem_gib"] is not None else (r["note"] or "-")[:9]
+            vs_authors = _ratio(r["peak_mem_gib"], base and base["peak_mem_gib"]) if r["impl"] != "authors" else ""
+            lines.append(f"{r['model']:<30} {r['impl']:<17} {r['mode']:<16} {'':>9} {'':>9} {vs_authors:>10} "
+                         f"{'':>15} {peak:>9}")
+    lines.append("")
+    for name, check in report["correctness"].items():
+        status = "PASS" if check["passed"] else "FAIL"
+        lines.append(f"{status} {name}: ours vs the authors' math, relative error fp32 {check['rel_err_fp32']:.2e} "
+                     f"(<= {check['tolerance_fp32']:g}), ours bf16 {check['rel_err_bf16']:.2e} "
+                     f"(<= {check['tolerance_bf16']:g}; the authors' own bf16: {check['authors_bf16_rel_err']:.2e})")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> tuple[Settings, Path]:
+    parser = argparse.ArgumentParser(prog="python -m nalaformer.bench.vision", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="directory for vision_bench.json")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few iterations (smoke test)")
+    parser.add_argument("--models", nargs="+", help="nalaformer variants (default: nalaformer_t nalaformer_s)")
+    parser.add_argument("--references", nargs="*", help="timm reference models (default: Swin-T, ConvNeXt-T)")
+    for flag in ("image-size", "infer-batch", "train-batch", "mem-size", "mem-batch", "warmup", "iters"):
+        parser.add_argument(f"--{flag}", type=int)
+    parser.add_argument("--compile", action="store_true", help="torch.compile our models")
+    args = parser.parse_args(argv)
+    settings = Settings(device=args.device)
+    if args.quick:
+        settings = Settings(device=args.device, models=("nalaformer_t",), image_size=64, infer_batch=2,
+                            train_batch=2, mem_size=128, mem_batch=1, warmup=1, iters=2, check_batch=2,
+                            references=("convnext_tiny",))
+    if args.models:
+        settings.models = tuple(args.models)
+    if args.references is not None:
+        settings.references = tuple(args.references)
+    for flag in ("image_size", "infer_batch", "train_batch", "mem_size", "mem_batch", "warmup", "iters"):
+        if getattr(args, flag) is not None:
+            setattr(settings, flag, getattr(args, flag))
+    settings.compile = args.compile
+    return settings, args.out
+
+
+def main(argv=None) -> int:
+    import nalaformer.models.vision.nalaformer  # noqa: F401  registers the timm models
+
+    settings, out = parse_args(argv)
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        print("--device cuda requested but CUDA is not available (use --device cpu --quick)", file=sys.stderr)
+        return 2
+    report = run(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "vision_bench.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(format_table(report))
+    print(f"\nwrote {path}")
+    return 0 if all(c["passed"] for c in report["correctness"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

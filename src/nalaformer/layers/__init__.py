@@ -1,0 +1,15 @@
+"""Reusable nn.Modules: the 2-D NaLa attention and its softmax twin, the NaLaFormer block, stem,
+downsample and classifier head."""
+
+from .attention2d import ATTENTION_TYPES, GatedLepeAttention2d, NaLaAttention2d, SoftmaxAttention2d, create_attention2d
+from .classifier import NaLaClassifierHead
+from .conv import ConvBnAct, NaLaStem, create_downsample
+from .residual import DropPath, LayerScale
+from .rotary2d import clear_rotary_cache, rotary_tables_2d
+from .vision_block import ConvFFN, NaLaBlock
+
+__all__ = [
+    "GatedLepeAttention2d", "NaLaAttention2d", "SoftmaxAttention2d", "ATTENTION_TYPES", "create_attention2d",
+    "NaLaBlock", "ConvFFN", "NaLaStem", "ConvBnAct", "create_downsample", "NaLaClassifierHead",
+    "DropPath", "LayerScale", "rotary_tables_2d", "clear_rotary_cache",
+]

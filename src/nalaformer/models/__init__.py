@@ -1,0 +1,1 @@
+"""Model families: ``vision`` (timm NaLaFormer backbones). Submodules are imported on demand."""

@@ -1,0 +1,1 @@
+"""Vision model families (timm). Importing ``nalaformer.models.vision.nalaformer`` registers them."""

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Run timm's own model tests (tests/test_models.py from the sdist of the installed timm) on the
+# nalaformer models. The sdist is downloaded / extracted once into .cache/timm-src (git-ignored).
+#
+#   tests/models/run_timm_upstream.sh [extra pytest args]
+#   PYTHON=/path/to/python TIMM_UPSTREAM_TIMEOUT=900 tests/models/run_timm_upstream.sh
+#
+# Runs every marker except torchscript (base, forward, backward, cfg, features, fxforward, fxbackward,
+# and the unmarked pruning-contract test); the unmarked test that scripts an FX graph is TorchScript too
+# and is left out (docs/vision.md says why). timm checks forward_intermediates / pruning only for the
+# modules in the test file's FEAT_INTER_FILTERS: a patched copy adds `nalaformer` there so those tests
+# exercise our models too. Expect 54 tests (6 models x 9 tests), a few minutes on 2 CPU cores.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+CACHE="$ROOT/.cache/timm-src"
+TIMEOUT_S="${TIMM_UPSTREAM_TIMEOUT:-900}"
+
+version="$("$PYTHON" -c 'import timm; print(timm.__version__)')"
+src="$CACHE/timm-$version"
+if [ ! -f "$src/tests/test_models.py" ]; then
+    mkdir -p "$CACHE"
+    "$PYTHON" -m pip download --quiet --no-binary :all: --no-deps --dest "$CACHE" "timm==$version"
+    tar -xzf "$CACHE/timm-$version.tar.gz" -C "$CACHE"
+fi
+
+# A run directory of our own: the patched test file, timm's conftest, a conftest that registers the
+# nalaformer models before the parametrize lists are built at collection, and a pytest.ini (so that
+# neither our pyproject's nor timm's pytest settings apply) declaring timm's markers.
+run="$CACHE/run-$version"
+rm -rf "$run"
+mkdir -p "$run"
+"$PYTHON" - "$src/tests/test_models.py" "$run/test_models.py" <<'PY'
+import re
+import sys
+
+text = open(sys.argv[1]).read()
+patched, hits = re.subn(r"^FEAT_INTER_FILTERS = \[", "FEAT_INTER_FILTERS = ['nalaformer', ", text, count=1, flags=re.M)
+if hits != 1:
+    sys.exit("run_timm_upstream.sh: FEAT_INTER_FILTERS not found in timm's test_models.py; update the patch")
+open(sys.argv[2], "w").write(patched)
+PY
+cp "$src/tests/conftest.py" "$run/conftest_timm.py"
+cat > "$run/conftest.py" <<'PY'
+import nalaformer.models.vision.nalaformer  # noqa: F401  registers the nalaformer_* timm models
+from conftest_timm import *  # noqa: F401,F403  timm's own fixtures
+PY
+cat > "$run/pytest.ini" <<'INI'
+[pytest]
+markers =
+    base
+    forward
+    backward
+    cfg
+    cfg_nonstd
+    torchscript
+    features
+    fxforward
+    fxbackward
+    timeout(seconds): per-test limit (enforced only with pytest-timeout)
+INI
+
+cd "$run"
+exec timeout "$TIMEOUT_S" "$PYTHON" -m pytest test_models.py -p no:cacheprovider -q -rs \
+    -m "not torchscript" -k "nalaformer and not fx_torchscript" "$@"

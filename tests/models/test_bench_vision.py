@@ -1,0 +1,40 @@
+"""The vision benchmark's pieces on CPU: the authors'-math baseline equals ours, the report table renders."""
+
+from __future__ import annotations
+
+import torch
+
+from nalaformer.bench.vision import Settings, build_pair, check_equal, format_table, parse_args
+
+
+def test_authors_baseline_matches_ours_on_released_xt():
+    ours, authors, authors_autocast = build_pair("nalaformer_xt", "cpu")
+    check = check_equal(ours, authors, Settings(device="cpu", image_size=64, check_batch=1))
+    assert check["passed"], check
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(authors_autocast.eval()(x), authors(x))  # same weights, no autocast: same math
+
+
+def test_quick_settings_and_table():
+    settings, out = parse_args(["--out", "somewhere", "--device", "cpu", "--quick", "--iters", "3"])
+    assert settings.iters == 3 and settings.models == ("nalaformer_t",) and str(out) == "somewhere"
+    report = {
+        "settings": {"references": ["swin"]},
+        "results": [
+            {"model": "m", "impl": "ours", "mode": "inference", "img_per_s": 30.0, "ms_per_iter": 1.0,
+             "peak_mem_gib": None, "note": ""},
+            {"model": "m", "impl": "authors", "mode": "inference", "img_per_s": 10.0, "ms_per_iter": 3.0,
+             "peak_mem_gib": None, "note": ""},
+            {"model": "swin", "impl": "timm", "mode": "inference", "img_per_s": 20.0, "ms_per_iter": 2.0,
+             "peak_mem_gib": None, "note": ""},
+            {"model": "m", "impl": "ours", "mode": "train_mem_1024", "img_per_s": None, "ms_per_iter": None,
+             "peak_mem_gib": 2.0, "note": ""},
+            {"model": "m", "impl": "authors", "mode": "train_mem_1024", "img_per_s": None, "ms_per_iter": None,
+             "peak_mem_gib": 8.0, "note": ""},
+        ],
+        "correctness": {"m": {"passed": True, "rel_err_fp32": 1e-7, "rel_err_bf16": 1e-2, "tolerance_fp32": 1e-4,
+                              "tolerance_bf16": 3e-2, "authors_bf16_rel_err": 1e-2}},
+    }
+    table = format_table(report)
+    assert "3.00x" in table and "1.50x" in table and "0.25x" in table and "PASS m" in table
