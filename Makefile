@@ -42,8 +42,10 @@ fashion-data:
 run: $(VENV)/.installed-run fashion-data
 	$(VENV)/bin/nalaformer train
 
+# our suite, then timm's own tests/test_models.py on the nalaformer models (sdist fetched from PyPI once)
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	PYTHON=$(PY) tests/models/run_timm_upstream.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache
