@@ -15,6 +15,7 @@ import warnings
 # library -> module of ours whose import registers the family with it
 FAMILIES: dict[str, str] = {
     "timm": "nalaformer.models.vision.nalaformer",
+    "transformers": "nalaformer.models.lm",
 }
 
 _pending: dict[str, str] = {}

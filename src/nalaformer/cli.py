@@ -16,6 +16,9 @@ COMMANDS: dict[str, str] = {
     "train": "nalaformer.train.vision",
     "eval": "nalaformer.train.vision_eval",
     "predict": "nalaformer.train.vision_eval:predict",
+    "train-lm": "nalaformer.train.lm",
+    "eval-lm": "nalaformer.train.lm_evaluate",
+    "bench-lm": "nalaformer.bench.lm",
 }
 
 

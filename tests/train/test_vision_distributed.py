@@ -13,13 +13,18 @@ import pytest
 from tests.train.test_vision_trainer import TINY
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.gpu)])
 def test_torchrun_two_processes(tmp_path, fashion_dir, strategy):
+    import torch
+
+    if strategy == "fsdp" and torch.cuda.device_count() < 2:
+        pytest.skip("FSDP needs an accelerator per process (torch refuses it on CPU); run on 2 GPUs")
     out = tmp_path / strategy
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "nalaformer", "train", "--model-kwargs", json.dumps(TINY), "--data-dir", str(fashion_dir),
            "--epochs", "2", "--batch-size", "16", "--max-train-batches", "4", "--tensorboard", "false",
-           "--distributed", strategy, "--output-dir", str(out), "--device", "cpu"]
+           "--distributed", strategy, "--output-dir", str(out),
+           "--device", "cuda" if strategy == "fsdp" else "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import os
 import pathlib
 from dataclasses import dataclass
 
@@ -44,11 +45,14 @@ def _text_files_under(root: pathlib.Path) -> list[pathlib.Path]:
 
 
 def resolve_corpus(patterns: list[str] | str | None) -> list[pathlib.Path]:
-    """Files from paths, directories (text files under them) and globs; the default corpus when None."""
+    """Files from paths, directories (text files under them) and globs; the default corpus when None.
+
+    A string may hold several patterns joined by ``os.pathsep`` (``a.txt:docs/:notes/*.md``).
+    """
     if patterns is None or patterns == [] or patterns == "":
         return default_corpus_files()
     if isinstance(patterns, str):
-        patterns = [patterns]
+        patterns = [p for p in patterns.split(os.pathsep) if p]
     files: list[pathlib.Path] = []
     for pattern in patterns:
         path = pathlib.Path(pattern).expanduser()
@@ -57,7 +61,8 @@ def resolve_corpus(patterns: list[str] | str | None) -> list[pathlib.Path]:
         elif path.is_file():
             files.append(path)
         else:
-            files += [pathlib.Path(p) for p in sorted(glob.glob(str(path), recursive=True)) if pathlib.Path(p).is_file()]
+            matches = map(pathlib.Path, sorted(glob.glob(str(path), recursive=True)))
+            files += [p for p in matches if p.is_file()]
     files = sorted(set(files))
     if not files:
         raise CorpusError(f"--corpus: no files match {patterns!r} (give text files, directories or globs)")
@@ -71,20 +76,22 @@ def _hash_unit(text: str, seed: int) -> float:
 
 def split_held_out(files: list[pathlib.Path], fraction: float, seed: int = 0,
                    ) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
-    """(train, held_out): a file is held out when the hash of its name falls below ``fraction``.
+    """(train, held_out), both sorted: a file is held out when the hash of its path relative to the
+    corpus root falls below ``fraction`` (so the split does not depend on where the corpus lives).
 
     At least one file lands on each side when there are two or more files.
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"--held-out: expected a fraction in [0, 1), got {fraction}")
-    scored = sorted(files, key=lambda p: _hash_unit(str(p), seed))
-    held = [p for p in scored if _hash_unit(str(p), seed) < fraction]
+    files = sorted(set(map(pathlib.Path, files)))
+    root = pathlib.Path(os.path.commonpath([str(p.parent) for p in files])) if files else pathlib.Path()
+    score = {p: _hash_unit(p.relative_to(root).as_posix(), seed) for p in files}
+    held = [p for p in files if score[p] < fraction]
     if fraction > 0 and not held and len(files) > 1:
-        held = scored[:1]
+        held = [min(files, key=score.get)]
     if len(held) == len(files) and len(files) > 1:
-        held = held[:-1]
-    held_set = set(held)
-    return [p for p in files if p not in held_set], sorted(held)
+        held.remove(max(held, key=score.get))
+    return [p for p in files if p not in set(held)], held
 
 
 def read_documents(files: list[pathlib.Path]) -> list[str]:

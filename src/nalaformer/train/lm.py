@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 from .config import add_dataclass_arguments, config_from_args
 
@@ -30,13 +30,14 @@ class LMTrainConfig:
                                                  "'{\"softmax_layers\": [3]}'")
     tokenizer: str = _opt("byte", "'byte' or a local Hugging Face tokenizer directory")
     # data
-    corpus: Optional[list] = _opt(None, "text files/dirs/globs (JSON list or one path; default: Python docs)")
+    corpus: Union[str, list, None] = _opt(None, "text files, directories or globs, several joined by "
+                                                "os.pathsep (':'), or a YAML list (default: the Python docs)")
     held_out: float = _opt(0.05, "fraction of documents held out for perplexity")
     seq_len: int = _opt(256, "tokens per training sequence")
     packing: str = _opt("documents", "'documents' (positions restart per document, no cross-document "
                                      "attention) or 'concat' (GPT-style)")
     # optimisation
-    steps: int = _opt(300, "optimizer steps")
+    steps: int = _opt(200, "optimizer steps")
     batch_size: int = _opt(16, "sequences per process per micro-step")
     grad_accum: int = _opt(1, "micro-steps per optimizer step")
     lr: float = _opt(2e-3, "peak learning rate")
@@ -52,8 +53,8 @@ class LMTrainConfig:
     distributed: str = _opt("ddp", "'ddp' or 'fsdp' under torchrun")
     # monitoring and checkpoints
     output_dir: str = _opt("runs/lm", "checkpoints, metrics.csv, loss.png, samples.txt")
-    eval_every: int = _opt(100, "held-out perplexity every N steps (0 = only at the end)")
-    eval_batches: int = _opt(20, "held-out batches per evaluation (0 = all)")
+    eval_every: int = _opt(50, "held-out perplexity every N steps (0 = only at the end)")
+    eval_batches: int = _opt(10, "held-out batches per evaluation (0 = all)")
     sample_every: int = _opt(100, "print a sample generation every N steps (0 = off)")
     sample_prompt: str = _opt("The ", "prompt of the sample generations")
     sample_tokens: int = _opt(80, "tokens per sample generation")

@@ -6,6 +6,7 @@ function of the step, and the optimizer, scaler and RNG states are restored from
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -27,7 +28,7 @@ from .lm_evaluate import evaluate_perplexity
 from .lm_report import StepLog, plot_lm_metrics
 from .reporting import Progress
 
-__all__ = ["train", "lr_at"]
+__all__ = ["train", "lr_at", "LMRun"]
 
 
 def lr_at(step: int, cfg: LMTrainConfig) -> float:
@@ -48,6 +49,19 @@ def _amp(cfg: LMTrainConfig, device: torch.device):
         raise ValueError(f"--amp: expected 'auto', 'bf16', 'fp16' or 'none', got {cfg.amp!r}")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     return dtype, (torch.amp.GradScaler(device.type) if amp == "fp16" else None)
+
+
+def _wrap(model: torch.nn.Module, env: DistEnv, strategy: str) -> torch.nn.Module:
+    """DDP, or FSDP sharding each decoder block (plus the embeddings/head at the root)."""
+    if not (env.distributed and strategy == "fsdp"):
+        return wrap_model(model, env, strategy)
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    from ..layers.lm_block import CausalDecoderBlock
+
+    return FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy({CausalDecoderBlock}),
+                                    use_orig_params=True, device_id=env.device if env.device.type == "cuda" else None)
 
 
 def _clean_name(name: str) -> str:
@@ -87,181 +101,209 @@ def _optim_state(wrapped, optimizer, load: dict | None = None):
     return None
 
 
-def _sample(wrapped, tokenizer, cfg: LMTrainConfig, env: DistEnv, step: int) -> str | None:
-    """A seeded sample generation on rank 0 that leaves the training RNG untouched."""
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    model = unwrap(wrapped)
-    context = FSDP.summon_full_params(wrapped, writeback=False) if isinstance(wrapped, FSDP) else _null()
-    text = None
-    with context, torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
-        if env.is_main:
-            torch.manual_seed(cfg.seed + step)
-            model.eval()
-            ids = tokenizer(cfg.sample_prompt, return_tensors="pt", add_special_tokens=False).input_ids
-            with torch.no_grad():
-                out = model.generate(ids.to(env.device), max_new_tokens=cfg.sample_tokens, do_sample=True,
-                                     temperature=0.8, top_k=50, top_p=0.95, pad_token_id=tokenizer.pad_token_id)
-            model.train()
-            text = tokenizer.decode(out[0], skip_special_tokens=True)
-    return text
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _run_info(cfg: LMTrainConfig) -> dict:
     keys = ("corpus", "held_out", "seed", "seq_len", "packing", "tokenizer")
     return {k: getattr(cfg, k) for k in keys} | {"train_config": dataclasses.asdict(cfg)}
 
 
-def train(cfg: LMTrainConfig) -> dict:
-    """Run training; returns the final metrics (loss, held-out perplexity, throughput, paths)."""
-    env = init_distributed(cfg.device)
-    out_dir = pathlib.Path(cfg.output_dir)
-    if cfg.packing not in ("documents", "concat"):
-        raise ValueError(f"--packing: expected 'documents' or 'concat', got {cfg.packing!r}")
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
 
-    tokenizer = load_tokenizer(cfg.tokenizer)
-    train_stream, held_stream = load_corpus_streams(cfg.corpus, tokenizer, cfg.held_out, cfg.seed)
-    documents = cfg.packing == "documents"
-    blocks = PackedBlocks(train_stream, cfg.seq_len, tokenizer.eos_token_id, documents)
-    held = PackedBlocks(held_stream, cfg.seq_len, tokenizer.eos_token_id, documents) \
-        if len(held_stream) >= cfg.seq_len else None
+class LMRun:
+    """Everything one training run holds; ``train`` drives it step by step."""
 
-    resume_dir = find_lm_checkpoint(cfg.resume, out_dir) if cfg.resume else None
-    from ..models.lm import NaLaForCausalLM, enable_gradient_checkpointing
+    def __init__(self, cfg: LMTrainConfig):
+        if cfg.packing not in ("documents", "concat"):
+            raise ValueError(f"--packing: expected 'documents' or 'concat', got {cfg.packing!r}")
+        self.cfg, self.env, self.out_dir = cfg, init_distributed(cfg.device), pathlib.Path(cfg.output_dir)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.tokenizer = load_tokenizer(cfg.tokenizer)
+        self.blocks, self.held = self._data()
+        resume_dir = find_lm_checkpoint(cfg.resume, self.out_dir) if cfg.resume else None
+        self.model = self._model(resume_dir)
+        self.amp_dtype, self.scaler = _amp(cfg, self.env.device)
+        self.wrapped = _wrap(self.model, self.env, cfg.distributed)
+        self.optimizer = _optimizer(self.wrapped, self.model, cfg)
+        self.start_step = self._restore(resume_dir) if resume_dir is not None else 0
+        self.log = StepLog(self.out_dir, tensorboard=cfg.tensorboard) if self.env.is_main else None
+        if self.log is not None:
+            self.log.truncate_after(self.start_step)
 
-    if resume_dir is not None:
-        model = NaLaForCausalLM.from_pretrained(str(resume_dir), dtype=torch.float32)
-    else:
-        model = build_model(cfg.model, tokenizer, cfg.model_overrides)
-    if cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    model.to(env.device).train()
-    amp_dtype, scaler = _amp(cfg, env.device)
-    wrapped = wrap_model(model, env, cfg.distributed)
-    optimizer = _optimizer(wrapped, model, cfg)
+    def _data(self) -> tuple[PackedBlocks, PackedBlocks | None]:
+        cfg, eos = self.cfg, self.tokenizer.eos_token_id
+        train_stream, held_stream = load_corpus_streams(cfg.corpus, self.tokenizer, cfg.held_out, cfg.seed)
+        documents = cfg.packing == "documents"
+        held = PackedBlocks(held_stream, cfg.seq_len, eos, documents) if len(held_stream) >= cfg.seq_len else None
+        return PackedBlocks(train_stream, cfg.seq_len, eos, documents), held
 
-    start_step = 0
-    if resume_dir is not None:
+    def _model(self, resume_dir) -> torch.nn.Module:
+        from ..models.lm import NaLaForCausalLM, enable_gradient_checkpointing
+
+        if resume_dir is not None:  # the checkpoint's config wins over --model
+            model = NaLaForCausalLM.from_pretrained(str(resume_dir), dtype=torch.float32)
+        else:
+            model = build_model(self.cfg.model, self.tokenizer, self.cfg.model_overrides)
+        if self.cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        return model.to(self.env.device).train()
+
+    def _restore(self, resume_dir: pathlib.Path) -> int:
+        """Optimizer, scaler and RNG state of a checkpoint; returns its step."""
         state = load_train_state(resume_dir)
-        _optim_state(wrapped, optimizer, load=state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"][env.rank] if isinstance(state["rng"], list) else state["rng"])
-        start_step = int(state["step"])
-    log = StepLog(out_dir, tensorboard=cfg.tensorboard) if env.is_main else None
-    if log is not None:
-        log.truncate_after(start_step)
-        params = sum(p.numel() for p in model.parameters())
-        print(f"train-lm: {params / 1e6:.2f}M parameters, {len(blocks):,} train blocks x {cfg.seq_len} tokens, "
-              f"{0 if held is None else len(held):,} held-out blocks, world size {env.world_size}, "
-              f"{'resuming at step ' + str(start_step) if start_step else 'from scratch'}")
+        _optim_state(self.wrapped, self.optimizer, load=state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        set_rng_state(rng[self.env.rank % len(rng)] if isinstance(rng, list) else rng)
+        return int(state["step"])
 
-    micro, world = cfg.batch_size, env.world_size
-    tokens_per_step = micro * world * cfg.grad_accum * cfg.seq_len
-    end_step = cfg.steps if cfg.stop_after is None else min(cfg.steps, start_step + cfg.stop_after)
-    progress = Progress(end_step - start_step, "train-lm", unit="tok", enabled=env.is_main, log_every=cfg.log_every)
-    started = time.perf_counter()
-    last_val = None
-    for step in range(start_step, end_step):
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.env.world_size * self.cfg.grad_accum * self.cfg.seq_len
+
+    def describe(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        held = 0 if self.held is None else len(self.held)
+        start = f"resuming at step {self.start_step}" if self.start_step else "from scratch"
+        return (f"train-lm: {params / 1e6:.2f}M parameters, {len(self.blocks):,} train blocks x {self.cfg.seq_len} "
+                f"tokens, {held:,} held-out blocks, world size {self.env.world_size}, {start}")
+
+    def train_step(self, step: int) -> float:
+        """One optimizer step (with accumulation); returns the mean loss over micro-steps and ranks."""
+        cfg, env, micro = self.cfg, self.env, self.cfg.batch_size
         lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = 0.0
         for m in range(cfg.grad_accum):
-            first = ((step * cfg.grad_accum + m) * world + env.rank) * micro
-            batch = {k: v.to(env.device) for k, v in blocks.batch(block_order(len(blocks), first, micro,
-                                                                              cfg.seed)).items()}
-            with no_sync_if(wrapped, m < cfg.grad_accum - 1), \
-                    torch.autocast(env.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss = wrapped(**batch, use_cache=False).loss
+            first = ((step * cfg.grad_accum + m) * env.world_size + env.rank) * micro
+            indices = block_order(len(self.blocks), first, micro, cfg.seed)
+            batch = {k: v.to(env.device) for k, v in self.blocks.batch(indices).items()}
+            with no_sync_if(self.wrapped, m < cfg.grad_accum - 1), torch.autocast(
+                    env.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                loss = self.wrapped(**batch, use_cache=False).loss
             scaled = loss / cfg.grad_accum
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.item()
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if cfg.grad_clip > 0:
-            clip = getattr(wrapped, "clip_grad_norm_", None)
-            clip(cfg.grad_clip) if clip is not None else torch.nn.utils.clip_grad_norm_(wrapped.parameters(),
-                                                                                          cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        self._apply_gradients()
+        return all_reduce_sum([loss_sum / cfg.grad_accum], env)[0] / env.world_size
 
-        train_loss = all_reduce_sum([loss_sum / cfg.grad_accum], env)[0] / world
+    def _apply_gradients(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.grad_clip > 0:
+            fsdp_clip = getattr(self.wrapped, "clip_grad_norm_", None)
+            if fsdp_clip is not None:
+                fsdp_clip(self.cfg.grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def evaluate(self) -> dict:
+        env = self.env
+        return evaluate_perplexity(self.wrapped, self.held, self.cfg.batch_size, env.device, amp_dtype=self.amp_dtype,
+                                   max_batches=self.cfg.eval_batches, rank=env.rank, world_size=env.world_size,
+                                   reduce=lambda xs: all_reduce_sum(xs, env))
+
+    def sample(self, step: int) -> str | None:
+        """A seeded sample generation on rank 0 that leaves the training RNG untouched."""
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        cfg, env, model = self.cfg, self.env, unwrap(self.wrapped)
+        gather = FSDP.summon_full_params(self.wrapped, writeback=False) if isinstance(self.wrapped, FSDP) \
+            else contextlib.nullcontext()
+        text = None
+        with gather, torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
+            if env.is_main:
+                torch.manual_seed(cfg.seed + step)
+                model.eval()
+                ids = self.tokenizer(cfg.sample_prompt, return_tensors="pt", add_special_tokens=False).input_ids
+                with torch.no_grad():
+                    out = model.generate(ids.to(env.device), max_new_tokens=cfg.sample_tokens, do_sample=True,
+                                         temperature=0.8, top_k=50, top_p=0.95,
+                                         pad_token_id=self.tokenizer.pad_token_id)
+                model.train()
+                text = self.tokenizer.decode(out[0], skip_special_tokens=True)
+                print(f"\n--- sample at step {step} ---\n{text}\n---", flush=True)
+                with (self.out_dir / "samples.txt").open("a") as f:
+                    f.write(f"--- step {step} ---\n{text}\n")
+        return text
+
+    def checkpoint(self, step: int) -> None:
+        """Gather weights/optimizer/RNG from every rank; rank 0 writes the checkpoint atomically."""
+        env = self.env
+        state_dict = full_state_dict(self.wrapped)
+        optim = _optim_state(self.wrapped, self.optimizer)
+        rngs = [rng_state()]
+        if env.distributed:
+            import torch.distributed as dist
+
+            rngs = [None] * env.world_size
+            dist.all_gather_object(rngs, rng_state())
+        if env.is_main:
+            train_state = {"step": step, "optimizer": optim, "rng": rngs if env.distributed else rngs[0],
+                           "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+            save_lm_checkpoint(self.out_dir / "checkpoints", step, self.model, self.tokenizer, state_dict=state_dict,
+                               train_state=train_state, run_info=_run_info(self.cfg), keep_last=self.cfg.keep_last)
+        barrier(env)
+
+    def save_final_model(self) -> pathlib.Path | None:
+        state_dict = full_state_dict(self.wrapped)
+        if not self.env.is_main:
+            return None
+        return save_model_dir(self.out_dir / "model", self.model, self.tokenizer, state_dict=state_dict,
+                              run_info=_run_info(self.cfg))
+
+
+def train(cfg: LMTrainConfig) -> dict:
+    """Run training; returns the final metrics (loss, held-out perplexity, throughput, paths)."""
+    run = LMRun(cfg)
+    main = run.env.is_main
+    if main:
+        print(run.describe())
+    end_step = cfg.steps if cfg.stop_after is None else min(cfg.steps, run.start_step + cfg.stop_after)
+    progress = Progress(end_step - run.start_step, "train-lm", unit="tok", enabled=main, log_every=cfg.log_every)
+    started, last_val = time.perf_counter(), None
+    for step in range(run.start_step, end_step):
+        loss = run.train_step(step)
         done = step + 1
-        row = dict(step=done, tokens=done * tokens_per_step, train_loss=train_loss,
-                   train_ppl=math.exp(min(train_loss, 50.0)), lr=lr)
-        if held is not None and (done == cfg.steps or cfg.eval_every and done % cfg.eval_every == 0):
-            last_val = evaluate_perplexity(wrapped, held, micro, env.device, amp_dtype=amp_dtype,
-                                           max_batches=cfg.eval_batches, rank=env.rank, world_size=world,
-                                           reduce=lambda xs: all_reduce_sum(xs, env))
+        row = dict(step=done, tokens=done * run.tokens_per_step, train_loss=loss,
+                   train_ppl=math.exp(min(loss, 50.0)), lr=lr_at(step, cfg))
+        if run.held is not None and (done == cfg.steps or cfg.eval_every and done % cfg.eval_every == 0):
+            last_val = run.evaluate()
             row.update(val_loss=last_val["loss"], val_ppl=last_val["ppl"])
         elapsed = time.perf_counter() - started
-        row.update(tokens_per_s=(done - start_step) * tokens_per_step / max(elapsed, 1e-9), elapsed_s=elapsed)
-        if log is not None:
-            log.log(**row)
-        progress.update(tokens_per_step // world, loss=train_loss, lr=lr,
+        row.update(tokens_per_s=(done - run.start_step) * run.tokens_per_step / max(elapsed, 1e-9), elapsed_s=elapsed)
+        if run.log is not None:
+            run.log.log(**row)
+        progress.update(run.tokens_per_step // run.env.world_size, loss=loss, lr=row["lr"],
                         **({"val_ppl": row["val_ppl"]} if "val_ppl" in row else {}))
         if cfg.sample_every and done % cfg.sample_every == 0:
-            text = _sample(wrapped, tokenizer, cfg, env, done)
-            if text is not None:
-                print(f"\n--- sample at step {done} ---\n{text}\n---", flush=True)
-                with (out_dir / "samples.txt").open("a") as f:
-                    f.write(f"--- step {done} ---\n{text}\n")
+            run.sample(done)
         if done == end_step or cfg.save_every and done % cfg.save_every == 0:
-            _checkpoint(wrapped, model, tokenizer, optimizer, scaler, cfg, env, done, out_dir)
+            run.checkpoint(done)
     throughput = progress.close()
 
-    result = {"step": end_step, "tokens_per_s": throughput, "output_dir": str(out_dir)}
+    result = {"step": end_step, "tokens_per_s": throughput, "output_dir": str(run.out_dir)}
     if end_step == cfg.steps:
-        state_dict = full_state_dict(wrapped)
-        if env.is_main:
-            final_dir = save_model_dir(out_dir / "model", model, tokenizer, state_dict=state_dict,
-                                       run_info=_run_info(cfg))
+        final_dir = run.save_final_model()
+        if final_dir is not None:
             result["model_dir"] = str(final_dir)
-    if log is not None:
-        rows = log.rows()
+    if run.log is not None:
+        rows = run.log.rows()
         result["train_loss"] = float(rows[-1]["train_loss"]) if rows else float("nan")
         if last_val is not None:
             result.update(val_loss=last_val["loss"], val_ppl=last_val["ppl"])
-        log.close()
-        if plot_lm_metrics(log.path, out_dir / "loss.png"):
-            result["plot"] = str(out_dir / "loss.png")
+        run.log.close()
+        if plot_lm_metrics(run.log.path, run.out_dir / "loss.png"):
+            result["plot"] = str(run.out_dir / "loss.png")
         print(f"train-lm: step {end_step}/{cfg.steps}, train loss {result['train_loss']:.4f}"
               + (f", held-out perplexity {last_val['ppl']:.3f}" if last_val else "")
-              + f", {throughput:,.0f} tokens/s; outputs in {out_dir}")
-    barrier(env)
+              + f", {throughput:,.0f} tokens/s; outputs in {run.out_dir}")
+    barrier(run.env)
     return result
-
-
-def _checkpoint(wrapped, model, tokenizer, optimizer, scaler, cfg, env: DistEnv, step: int, out_dir: pathlib.Path):
-    """Gather weights/optimizer/RNG from every rank; rank 0 writes the checkpoint atomically."""
-    state_dict = full_state_dict(wrapped)
-    optim = _optim_state(wrapped, optimizer)
-    rngs = [rng_state()]
-    if env.distributed:
-        import torch.distributed as dist
-
-        gathered = [None] * env.world_size
-        dist.all_gather_object(gathered, rngs[0])
-        rngs = gathered
-    if env.is_main:
-        train_state = {"step": step, "optimizer": optim, "scaler": scaler.state_dict() if scaler else {},
-                       "rng": rngs if env.distributed else rngs[0]}
-        save_lm_checkpoint(out_dir / "checkpoints", step, model, tokenizer, state_dict=state_dict,
-                           train_state=train_state, run_info=_run_info(cfg), keep_last=cfg.keep_last)
-    barrier(env)

@@ -1,0 +1,308 @@
+"""``nalaformer bench-lm``: training and decoding speed/memory of NaLa LMs against softmax and fla baselines.
+
+Models (same width, depth, heads and vocabulary; the Llama MLP is widened to match NaLa's extra gate
+projection, so parameter counts agree to ~0.1%):
+
+- ``nala``: NaLaForCausalLM (the ``--preset``, default ``nala-340m``)
+- ``llama``: transformers' LlamaForCausalLM with SDPA attention (softmax baseline)
+- ``fla``: flash-linear-attention's LinearAttentionForCausalLM, when ``fla`` is importable
+
+Training: tokens/s of forward+backward (fp32 weights, autocast to ``--dtype``) at each
+``--train-contexts`` length (batch = ``--train-tokens`` / length) and peak memory. Decoding (weights
+cast to ``--dtype``): after a prefill of each ``--decode-contexts`` length, the median time of
+single-token decode steps, each timed alone (CUDA events on GPU), the cache size and the peak memory.
+Prints a table with ratios to the softmax baseline and writes JSON.
+``--quick`` shrinks everything so it runs on a CPU in seconds (a smoke test, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import pathlib
+import statistics
+import time
+
+import torch
+
+HELP = "LM benchmark: NaLa vs Llama/SDPA (and fla linear attention): train tokens/s, decode tokens/s, memory"
+
+__all__ = ["HELP", "add_arguments", "run", "build_models"]
+
+QUICK = dict(preset="nala-tiny", train_contexts="64,128", decode_contexts="32,96", train_tokens=256,
+             decode_steps=4, iters=1, warmup=1, dtype="float32")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default="nala,llama,fla", help="comma-separated: nala, llama, fla")
+    parser.add_argument("--preset", default="nala-340m", help="NaLa preset whose sizes every model uses")
+    parser.add_argument("--train-contexts", default="2048,16384", help="training sequence lengths")
+    parser.add_argument("--train-tokens", type=int, default=32768, help="tokens per training step")
+    parser.add_argument("--decode-contexts", default="1024,8192,32768", help="prefill lengths before decoding")
+    parser.add_argument("--decode-batch", type=int, default=1)
+    parser.add_argument("--decode-steps", type=int, default=64, help="timed decode steps per context")
+    parser.add_argument("--iters", type=int, default=5, help="timed training steps per context")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="for every model in training")
+    parser.add_argument("--json", type=pathlib.Path, default=pathlib.Path("bench_lm.json"))
+    parser.add_argument("--quick", action="store_true", help="tiny CPU smoke run (overrides sizes)")
+
+
+# -- models -----------------------------------------------------------------------------------------------
+
+def build_models(names: list[str], preset: str) -> dict[str, torch.nn.Module]:
+    """Same-size models by name; a missing optional library gives a string (the reason) instead."""
+    from ..models.lm import NaLaForCausalLM, preset_config
+
+    nala_cfg = preset_config(preset)
+    c, layers = nala_cfg.hidden_size, nala_cfg.num_hidden_layers
+    # NaLa has q, k, v, g, o (5 C^2); the softmax/linear baselines 4 C^2: widen their SwiGLU to match
+    matched = int(round((nala_cfg.intermediate_size + c / 3) / 64) * 64)
+    common = dict(vocab_size=nala_cfg.vocab_size, hidden_size=c, num_hidden_layers=layers,
+                  intermediate_size=matched, tie_word_embeddings=nala_cfg.tie_word_embeddings,
+                  max_position_embeddings=1 << 17)
+    models: dict[str, torch.nn.Module | str] = {}
+    for name in names:
+        if name == "nala":
+            models[name] = NaLaForCausalLM(nala_cfg)
+        elif name == "llama":
+            from transformers import LlamaConfig, LlamaForCausalLM
+
+            cfg = LlamaConfig(num_attention_heads=nala_cfg.num_attention_heads,
+                              num_key_value_heads=nala_cfg.num_attention_heads, **common)
+            cfg._attn_implementation = "sdpa"
+            models[name] = LlamaForCausalLM(cfg)
+        elif name == "fla":
+            try:
+                from fla.models import LinearAttentionConfig, LinearAttentionForCausalLM
+            except Exception as exc:  # not installed, or incompatible with this transformers
+                models[name] = f"fla unavailable ({type(exc).__name__}: {exc})"
+                continue
+            models[name] = LinearAttentionForCausalLM(LinearAttentionConfig(num_heads=nala_cfg.num_attention_heads,
+                                                                             **common))
+        else:
+            raise ValueError(f"--models: unknown model {name!r}; choose from nala, llama, fla")
+    return models
+
+
+# -- timing helpers ---------------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+class _StepTimer:
+    """Times one step: CUDA events on GPU, perf_counter on CPU. Returns seconds."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    @contextlib.contextmanager
+    def __call__(self, times: list[float]):
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            yield
+            times.append(time.perf_counter() - t0)
+
+
+def _oom_guard(fn):
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return {"error": "OOM"}
+        except RuntimeError as exc:  # e.g. a kernel without support for this shape
+            return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return wrapper
+
+
+# -- measurements ----------------------------------------------------------------------------------------
+
+@_oom_guard
+def bench_training(model, context: int, tokens: int, device, dtype, iters: int, warmup: int) -> dict:
+    """Forward + backward tokens/s and peak memory at one context length."""
+    batch = max(1, tokens // context)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (batch, context), device=device)
+    model.train()
+    timer, times = _StepTimer(device), []
+    _reset_peak(device)
+    for i in range(warmup + iters):
+        with (timer(times) if i >= warmup else contextlib.nullcontext()):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                loss = torch.nn.functional.cross_entropy(model(ids, use_cache=False).logits.flatten(0, 1).float(),
+                                                         ids.flatten())
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+    step = statistics.median(times)
+    return {"batch": batch, "tokens_per_s": batch * context / step, "step_s": step, "peak_gib": _peak_gib(device)}
+
+
+def _cache_kwarg(model) -> str:
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _output_cache(out):
+    for name in ("cache", "past_key_values"):
+        value = out.get(name) if hasattr(out, "get") else None
+        if value is not None:
+            return value
+    return None
+
+
+def _tensor_bytes(obj, seen: set[int] | None = None, depth: int = 0) -> int:
+    """Bytes of the distinct tensors reachable from a cache object (lists, dicts, attributes)."""
+    seen = set() if seen is None else seen
+    if depth > 6 or id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        items = obj.values()
+    elif isinstance(obj, (list, tuple)):
+        items = obj
+    elif hasattr(obj, "__dict__"):
+        items = vars(obj).values()
+    else:
+        return 0
+    return sum(_tensor_bytes(x, seen, depth + 1) for x in items)
+
+
+@_oom_guard
+@torch.no_grad()
+def bench_decoding(model, context: int, batch: int, steps: int, device, dtype, warmup: int) -> dict:
+    """Median single-token decode step after a prefill of ``context`` tokens; cache and peak memory.
+
+    The model is expected in the inference dtype already (weights cast once, no autocast).
+    """
+    model.eval()
+    vocab = model.config.vocab_size
+    prompt = torch.randint(0, vocab, (batch, context), device=device)
+    key = _cache_kwarg(model)
+    timer, times = _StepTimer(device), []
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    out = model(prompt, use_cache=True, **keep)
+    cache = _output_cache(out)
+    token = out.logits[:, -1:].argmax(-1)
+    _reset_peak(device)
+    for i in range(warmup + steps):
+        with (timer(times) if i >= warmup else contextlib.nullcontext()):
+            out = model(token, use_cache=True, **{key: cache})
+            token = out.logits[:, -1:].argmax(-1)
+        cache = _output_cache(out)
+    step = statistics.median(times)
+    return {"tokens_per_s": batch / step, "step_ms": step * 1e3, "cache_mib": _tensor_bytes(cache) / 2**20,
+            "peak_gib": _peak_gib(device)}
+
+
+# -- report -----------------------------------------------------------------------------------------------
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return f"{value:,.0f}{unit}" if value >= 100 else f"{value:.3g}{unit}"
+
+
+def print_table(results: dict, baseline: str = "llama") -> None:
+    """One row per metric; one column per model plus NaLa / baseline."""
+    names = [n for n in results["models"] if isinstance(results["models"][n], dict)]
+    params = {n: results["models"][n]["params"] / 1e6 for n in names}
+    rows = [["parameters (M)"] + [f"{params[n]:.2f}" for n in names]
+            + ([f"{params['nala'] / params[baseline]:.3f}x"] if "nala" in params and baseline in params else ["-"])]
+    for kind, metrics in (("train", ("tokens_per_s", "peak_gib")), ("decode", ("tokens_per_s", "cache_mib",
+                                                                                  "peak_gib"))):
+        for context in results[f"{kind}_contexts"]:
+            for metric in metrics:
+                cells = {n: results["models"][n][kind].get(str(context), {}) for n in names}
+                values = {n: c.get(metric, c.get("error")) for n, c in cells.items()}
+                ratio = None
+                if isinstance(values.get("nala"), float) and isinstance(values.get(baseline), float) \
+                        and values[baseline]:
+                    ratio = values["nala"] / values[baseline]
+                rows.append([f"{kind} {metric} @{context}"] + [_fmt(values[n]) for n in names]
+                            + [f"{ratio:.2f}x" if ratio is not None else "-"])
+    header = ["metric"] + names + [f"nala/{baseline}"]
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    for name, info in results["models"].items():
+        if isinstance(info, str):
+            print(f"({name}: {info})")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    dtype = getattr(torch, args.dtype)
+    train_contexts = [int(x) for x in str(args.train_contexts).split(",") if x]
+    decode_contexts = [int(x) for x in str(args.decode_contexts).split(",") if x]
+    torch.manual_seed(0)
+    models = build_models([m.strip() for m in args.models.split(",") if m.strip()], args.preset)
+    results = {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+               "dtype": args.dtype, "preset": args.preset, "train_contexts": train_contexts,
+               "decode_contexts": decode_contexts, "train_tokens": args.train_tokens,
+               "decode_batch": args.decode_batch, "models": {}}
+    for name, model in models.items():
+        if isinstance(model, str):
+            results["models"][name] = model
+            continue
+        model.to(device)
+        if args.gradient_checkpointing:
+            from ..models.lm import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(model)
+        entry = {"params": sum(p.numel() for p in model.parameters()), "train": {}, "decode": {}}
+        for context in train_contexts:
+            entry["train"][str(context)] = bench_training(model, context, args.train_tokens, device, dtype,
+                                                          args.iters, args.warmup)
+        model.to(dtype)  # inference runs in the benchmark dtype (training used fp32 weights + autocast)
+        for context in decode_contexts:
+            entry["decode"][str(context)] = bench_decoding(model, context, args.decode_batch, args.decode_steps,
+                                                           device, dtype, args.warmup)
+        results["models"][name] = entry
+        print(f"{name}: {entry['params'] / 1e6:.1f}M parameters done", flush=True)
+        model.to("cpu")
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print_table(results)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    _parser = argparse.ArgumentParser(prog="nalaformer bench-lm", description=HELP)
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

@@ -1,0 +1,208 @@
+"""1-D causal attention for language models: NaLa (recurrent state) and its softmax (SDPA) twin.
+
+Both kinds share one module: q, k, v, g projections, an optional causal depthwise conv on v, 1-D
+rotary positions, a per-head RMSNorm on the output gated by SiLU(g), and an output projection. Only
+the token mixer differs:
+
+- ``"nala"``: causal NaLa (spec §3) with the rotary rotation on the numerator; its cache is the
+  op's :class:`NaLaState` (fixed size: H x 2D x Dv per row, whatever the context length).
+- ``"softmax"``: softmax attention with rotary q and k through SDPA; its cache is the usual growing
+  key/value store (for hybrid models).
+
+Layouts (padding, packed documents, per-row cache offsets) come from :class:`TokenLayout`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import NaLaState, apply_rotary, nala_attention, nala_decode_step
+from .causal_conv import ShortConv
+from .causal_layout import TokenLayout
+from .lm_norm import RMSNorm
+
+__all__ = ["CausalAttentionState", "CausalAttention", "ATTENTION_KINDS"]
+
+ATTENTION_KINDS = ("nala", "softmax")
+
+
+class CausalAttentionState(NamedTuple):
+    """What one attention layer carries between calls, one row per sequence.
+
+    nala:      NaLa layers: the op's un-normalised prefix sums (fixed size).
+    keys:      softmax layers: (B, P, H, D) rotated keys seen so far (grows with context).
+    values:    softmax layers: (B, P, H, Dv).
+    key_valid: softmax layers: (B, P) bool, False for padded positions.
+    conv:      (B, K-1, C) last inputs of the short conv on v (when enabled).
+    """
+
+    nala: NaLaState | None = None
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    key_valid: torch.Tensor | None = None
+    conv: torch.Tensor | None = None
+
+    def index_select(self, index: torch.Tensor) -> "CausalAttentionState":
+        """Reorder/select rows (beam search, batch expansion)."""
+        def pick(t):
+            return None if t is None else (t.index_select(index) if isinstance(t, NaLaState)
+                                           else t.index_select(0, index))
+        return CausalAttentionState(*(pick(t) for t in self))
+
+    def nbytes(self) -> int:
+        tensors = [t for x in self if x is not None for t in (x if isinstance(x, NaLaState) else (x,))]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _scatter_rows(base: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``base`` with rows ``rows`` replaced by ``values``."""
+    return base.index_copy(0, rows, values.to(base.dtype))
+
+
+def _where_rows(keep: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Row b of ``new`` where keep[b] (B,) else of ``old``."""
+    return torch.where(keep.view(-1, *[1] * (new.dim() - 1)), new, old)
+
+
+class CausalAttention(nn.Module):
+    """Gated causal attention. x (B, N, C) -> (B, N, C), plus the new state when caching.
+
+    Args:
+        hidden_size, num_heads: C and H (head dim D = C / H unless ``head_dim`` is given).
+        kind: ``"nala"`` or ``"softmax"``.
+        inhibit, lam, tau, alpha, eps, norm_eps: NaLa hyper-parameters (see ``nala_attention``).
+        rope_theta: rotary base. short_conv_size: kernel of the causal conv on v (0 = off).
+        rms_norm_eps: eps of the per-head output norm. backend: the op's backend.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, *, kind: str = "nala", head_dim: int | None = None,
+                 inhibit: str = "relu", lam: float = 3.0, tau: float = 0.5, alpha: float = 20.0, eps: float = 1e-6,
+                 norm_eps: float = 1e-6, rope_theta: float = 10000.0, short_conv_size: int = 0,
+                 rms_norm_eps: float = 1e-6, bias: bool = False, backend: str = "auto"):
+        super().__init__()
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(f"kind: expected one of {ATTENTION_KINDS}, got {kind!r}")
+        self.kind, self.num_heads = kind, num_heads
+        self.head_dim = head_dim or hidden_size // num_heads
+        if self.head_dim * num_heads != hidden_size and head_dim is None:
+            raise ValueError(f"num_attention_heads: {num_heads} must divide hidden_size {hidden_size}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim: rotary positions need an even head dim, got {self.head_dim}")
+        inner = num_heads * self.head_dim
+        self.nala_kwargs = dict(inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps, norm_eps=norm_eps)
+        self.rope_theta, self.backend = rope_theta, backend
+        self.q_proj = nn.Linear(hidden_size, inner, bias=bias)
+        self.k_proj = nn.Linear(hidden_size, inner, bias=bias)
+        self.v_proj = nn.Linear(hidden_size, inner, bias=bias)
+        self.g_proj = nn.Linear(hidden_size, inner, bias=bias)
+        self.short_conv = ShortConv(inner, short_conv_size) if short_conv_size else None
+        self.o_norm = RMSNorm(self.head_dim, eps=rms_norm_eps)
+        self.o_proj = nn.Linear(inner, hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout, state: CausalAttentionState | None = None,
+                use_cache: bool = False) -> tuple[torch.Tensor, CausalAttentionState | None]:
+        b, n, _ = x.shape
+        heads = (b, n, self.num_heads, self.head_dim)
+        q, k, v, g = (proj(x) for proj in (self.q_proj, self.k_proj, self.v_proj, self.g_proj))
+        v, conv_state = self._conv(v, layout, state, use_cache)
+        q, k, v = q.view(heads), k.view(heads), v.view(heads)
+        mixer = self._nala if self.kind == "nala" else self._softmax
+        o, new_state = mixer(q, k, v, layout, state, use_cache)
+        o = self.o_norm(o).flatten(2) * F.silu(g)
+        if new_state is not None and conv_state is not None:
+            new_state = new_state._replace(conv=conv_state)
+        return self.o_proj(o), new_state
+
+    # -- pieces ---------------------------------------------------------------------------------------
+
+    def _conv(self, v, layout: TokenLayout, state, use_cache):
+        """Causal conv on v in the packed view (plain batches are B sequences of N)."""
+        if self.short_conv is None:
+            return v, None
+        prev = None if state is None else state.conv
+        if layout.packed:
+            if layout.token_index.numel() == 0:
+                return v, prev
+            if prev is not None and layout.seq_row is not None:
+                seq_prev = prev.index_select(0, layout.seq_row)
+            else:
+                seq_prev = None
+            y, tail = self.short_conv(layout.pack(v)[0], layout.cu_seqlens, seq_prev, want_state=use_cache)
+            out = layout.unpack(y[None])
+            if tail is not None and layout.seq_row is not None:
+                base = prev if prev is not None else v.new_zeros(v.shape[0], tail.shape[1], v.shape[-1])
+                tail = _scatter_rows(base, layout.seq_row, tail)
+            return out, tail
+        b, n, c = v.shape
+        cu = torch.arange(0, b * n + 1, n, device=v.device)
+        y, tail = self.short_conv(v.reshape(b * n, c), cu, prev, want_state=use_cache)
+        return y.view(b, n, c), tail
+
+    def _nala(self, q, k, v, layout: TokenLayout, state, use_cache):
+        prev = None if state is None else state.nala
+        if layout.length == 1:  # decoding: O(D*Dv) per token, per-row positions
+            rope = layout.rope(self.head_dim, self.rope_theta, view="last")
+            o, new = nala_decode_step(q[:, 0], k[:, 0], v[:, 0], prev, rope=rope, **self.nala_kwargs)
+            if layout.valid is not None:  # a padded token changes nothing
+                keep = layout.valid[:, 0]
+                old = prev if prev is not None else NaLaState.zeros(q.shape[0], q.shape[2], q.shape[3], v.shape[3],
+                                                                    dtype=new.kv.dtype, device=q.device)
+                new = NaLaState(*(_where_rows(keep, n, o_) for n, o_ in zip(new, old)))
+                o = o * keep[:, None, None]
+            return o[:, None], CausalAttentionState(nala=new) if use_cache else None
+        if not layout.packed:
+            rope = layout.rope(self.head_dim, self.rope_theta, view="shared")
+            out = nala_attention(q, k, v, causal=True, rope=rope, initial_state=prev, output_final_state=use_cache,
+                                 backend=self.backend, **self.nala_kwargs)
+            o, new = out if use_cache else (out, None)
+            return o, CausalAttentionState(nala=new) if use_cache else None
+        return self._nala_packed(q, k, v, layout, prev, use_cache)
+
+    def _nala_packed(self, q, k, v, layout: TokenLayout, prev: NaLaState | None, use_cache: bool):
+        """Only real tokens, one segment per sequence; cached rows continue from their state."""
+        keep_state = use_cache and layout.rows_are_sequences
+        if layout.token_index.numel() == 0:
+            return torch.zeros_like(v), CausalAttentionState(nala=prev) if keep_state else None
+        init = None if prev is None or layout.seq_row is None else prev.index_select(layout.seq_row)
+        rope = layout.rope(self.head_dim, self.rope_theta, view="packed")
+        out = nala_attention(layout.pack(q), layout.pack(k), layout.pack(v), causal=True, rope=rope,
+                             cu_seqlens=layout.cu_seqlens, initial_state=init, output_final_state=keep_state,
+                             backend=self.backend, **self.nala_kwargs)
+        o, final = out if keep_state else (out, None)
+        if not keep_state:
+            return layout.unpack(o), None
+        base = prev if prev is not None else NaLaState.zeros(layout.batch, self.num_heads, self.head_dim,
+                                                             v.shape[-1], dtype=final.kv.dtype, device=v.device)
+        new = NaLaState(*(_scatter_rows(a, layout.seq_row, f) for a, f in zip(base, final)))
+        return layout.unpack(o), CausalAttentionState(nala=new)
+
+    def _softmax(self, q, k, v, layout: TokenLayout, state, use_cache):
+        sin, cos = layout.rope(self.head_dim, self.rope_theta, view="grid")
+        sin, cos = sin[:, :, None].to(q.dtype), cos[:, :, None].to(q.dtype)
+        q, k = apply_rotary(q, sin, cos), apply_rotary(k, sin, cos)
+        valid = layout.valid if layout.valid is not None else torch.ones(layout.batch, layout.length,
+                                                                         dtype=torch.bool, device=q.device)
+        if state is not None and state.keys is not None:
+            keys, values = torch.cat([state.keys, k], 1), torch.cat([state.values, v], 1)
+            key_valid = torch.cat([state.key_valid, valid], 1)
+        else:
+            keys, values, key_valid = k, v, valid
+        cur = layout.attention_mask()
+        past = keys.shape[1] - layout.length
+        if past == 0 and cur is None:
+            mask, causal = None, layout.length > 1
+        else:
+            if cur is None:
+                cur = torch.ones(layout.length, layout.length, dtype=torch.bool, device=q.device).tril()
+                cur = cur.expand(layout.batch, -1, -1)
+            past_mask = key_valid[:, None, :past].expand(-1, layout.length, -1)
+            mask, causal = torch.cat([past_mask, cur], -1)[:, None], False
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
+                                           attn_mask=mask, is_causal=causal).transpose(1, 2)
+        keep_state = use_cache and layout.rows_are_sequences
+        new = CausalAttentionState(keys=keys, values=values, key_valid=key_valid) if keep_state else None
+        return o, new

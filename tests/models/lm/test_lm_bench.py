@@ -1,0 +1,24 @@
+"""The LM benchmark's --quick smoke run on CPU (the real run is for a GPU)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from nalaformer.bench import lm as bench_lm
+
+
+def test_quick_benchmark_runs_and_writes_json(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    bench_lm.add_arguments(parser)
+    out = tmp_path / "bench.json"
+    assert bench_lm.run(parser.parse_args(["--quick", "--models", "nala,llama,fla", "--json", str(out)])) == 0
+    results = json.loads(out.read_text())
+    nala, llama = results["models"]["nala"], results["models"]["llama"]
+    assert abs(nala["params"] / llama["params"] - 1) < 0.05  # same-size baseline
+    for entry in (nala, llama):
+        assert all(r["tokens_per_s"] > 0 for r in entry["train"].values())
+        assert all(r["tokens_per_s"] > 0 for r in entry["decode"].values())
+    small, large = (nala["decode"][c]["cache_mib"] for c in sorted(nala["decode"], key=int))
+    assert small == large  # NaLa's decode state does not grow with the context
+    assert "nala/llama" in capsys.readouterr().out
