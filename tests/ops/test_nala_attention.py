@@ -160,7 +160,8 @@ def test_decode_step_per_sequence_positions():
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("inhibit", MODES)
-def test_zero_queries_and_keys_are_finite(causal, inhibit):
+@pytest.mark.parametrize("lam,tau", [(3.0, 0.5), (2.5, 0.3)])  # lam*tau < 1: |u|^p has an infinite slope at 0
+def test_zero_queries_and_keys_are_finite(causal, inhibit, lam, tau):
     q, k, v = make_inputs(1, 9, 2, 8, seed=17, requires_grad=False)
     q = q.clone()
     q[:, 3] = 0
@@ -168,8 +169,9 @@ def test_zero_queries_and_keys_are_finite(causal, inhibit):
     k[:, 0] = 0
     q.requires_grad_()
     k.requires_grad_()
-    o = nf.nala_attention(q, k, v, causal=causal, inhibit=inhibit)
-    o64 = nf.nala_attention_reference(q.double(), k.double(), v.double(), causal=causal, inhibit=inhibit)
+    o = nf.nala_attention(q, k, v, causal=causal, inhibit=inhibit, lam=lam, tau=tau)
+    o64 = nf.nala_attention_reference(q.double(), k.double(), v.double(), causal=causal, inhibit=inhibit, lam=lam,
+                                      tau=tau)
     assert torch.isfinite(o).all() and rel_err(o, o64) <= 1e-5
     assert o[:, 3].abs().max() == 0  # phi(0) = 0: the zero query attends to nothing
     o.sum().backward()

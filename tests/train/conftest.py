@@ -16,10 +16,17 @@ def write_idx(path: pathlib.Path, array: np.ndarray) -> None:
 
 
 def synthetic_fashion(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """28x28 uint8 images whose brightness encodes the class (invariant to flips and shifts), plus noise."""
+    """28x28 uint8 stripe images: class = (period in {2, 3, 4, 6, 8}) x (horizontal or vertical), with a
+    random phase and noise, so flips and shifts keep the class (as the trainer's augmentation assumes)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n)
-    images = 25 + 22 * labels[:, None, None] + rng.integers(-8, 9, (n, 28, 28))
+    coords = np.arange(28)
+    images = np.empty((n, 28, 28))
+    for i, c in enumerate(labels):
+        period = (2, 3, 4, 6, 8)[c % 5]
+        wave = ((coords + rng.integers(0, period)) % period) < period / 2
+        stripes = np.broadcast_to(wave[:, None] if c < 5 else wave[None, :], (28, 28))
+        images[i] = 40 + 170 * stripes + rng.normal(0, 15, (28, 28))
     return images.clip(0, 255).astype(np.uint8), labels.astype(np.uint8)
 
 

@@ -26,6 +26,13 @@ def _direction(x: torch.Tensor, norm_eps: float) -> tuple[torch.Tensor, torch.Te
     return norm, x / norm.clamp_min(norm_eps)
 
 
+def _power(x_abs: torch.Tensor, p) -> torch.Tensor:
+    """|x|^p with 0 at x = 0 and a zero gradient there, for every p > 0 (for p < 1 the true derivative
+    at 0 is infinite and autograd's 0 * inf would turn into NaN)."""
+    nonzero = x_abs > 0
+    return torch.where(nonzero, torch.where(nonzero, x_abs, 1.0).pow(p), 0.0)
+
+
 def _inhibit(x_dir: torch.Tensor, magnitude: torch.Tensor, inhibit: str, alpha: float) -> torch.Tensor:
     """Map per-dimension magnitudes to non-negative-product 2D features.
 
@@ -58,7 +65,7 @@ def query_feature_map(
     q = q.to(compute_dtype(q.dtype))
     norm, u = _direction(q, norm_eps)
     power = lam * (tau + torch.tanh(norm))
-    return _inhibit(u, u.abs().pow(power), inhibit, alpha)
+    return _inhibit(u, _power(u.abs(), power), inhibit, alpha)
 
 
 def key_feature_map(
@@ -66,7 +73,7 @@ def key_feature_map(
 ) -> torch.Tensor:
     """phi_k: (..., D) -> (..., 2D). Magnitude |k|^lam; the inhibit angle uses k/max(|k|, eps)."""
     k = k.to(compute_dtype(k.dtype))
-    magnitude = k.abs().pow(lam)
+    magnitude = _power(k.abs(), lam)
     direction = k if inhibit == "relu" else _direction(k, norm_eps)[1]  # relu only needs the sign
     return _inhibit(direction, magnitude, inhibit, alpha)
 

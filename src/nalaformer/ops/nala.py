@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 
 from .reference import nala_attention_reference
@@ -12,12 +15,46 @@ from .validation import as_state, validate_decode_inputs, validate_nala_inputs
 __all__ = ["nala_attention", "nala_decode_step"]
 
 
-def _resolve_backend(backend: str, q: torch.Tensor) -> str:
-    if backend == "auto":
+_WARNED: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def _resolve_backend(backend: str, q: torch.Tensor, v: torch.Tensor | None = None, rope=None) -> str:
+    """'auto' -> 'triton' for CUDA tensors the fused kernels take (Triton importable, D and Dv in
+    16/32/64/128, float16/bfloat16/float32), else 'torch'. Calls the kernels cannot take fall back to
+    'torch' with a one-time warning (float64 under 'auto' silently)."""
+    if backend in ("torch", "reference"):
+        return backend
+    if backend == "auto" and q.device.type != "cuda":
         return "torch"
-    if backend == "triton":
-        raise ValueError("backend: 'triton' kernels are not available in this build; use 'auto' or 'torch'")
-    return backend
+    from . import triton as _tk  # our subpackage: importing it does not import Triton
+
+    if not _tk.triton_available():
+        if backend == "triton":
+            raise ValueError("backend: 'triton' needs the triton package (pip install nalaformer[gpu])")
+        return "torch"
+    if backend == "triton" and q.device.type != "cuda" and not (
+            q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1"):
+        raise ValueError(f"backend: 'triton' runs on CUDA tensors (or on CPU with TRITON_INTERPRET=1), "
+                         f"got device {q.device}")
+    reason = _tk.unsupported_reason(q, q if v is None else v, rope)
+    if reason is None:
+        return "triton"
+    if backend == "auto" and q.dtype == torch.float64:
+        return "torch"
+    _warn_once(f"nala_attention: the Triton kernels do not take {reason}; using the PyTorch path")
+    return "torch"
+
+
+def _triton_attention(*args, **kwargs):
+    from .triton import nala_attention_triton
+
+    return nala_attention_triton(*args, **kwargs)
 
 
 def nala_attention(
@@ -50,7 +87,8 @@ def nala_attention(
         eps: denominator epsilon; norm_eps: floor of the query/key norm.
         initial_state, output_final_state: carry the causal state across calls (decoding, chunking).
         cu_seqlens: (S+1,) int32/int64 offsets of packed sequences (B must be 1); segments are independent.
-        backend: ``"auto"``, ``"torch"`` (memory-lean PyTorch), ``"reference"`` (readable, small inputs).
+        backend: ``"auto"`` (fused Triton kernels for CUDA tensors they take, else PyTorch), ``"triton"``,
+            ``"torch"`` (memory-lean PyTorch), ``"reference"`` (readable, small inputs).
 
     Returns:
         o (B, N, H, Dv) in the input dtype, or ``(o, NaLaState)`` with ``output_final_state=True``.
@@ -59,7 +97,8 @@ def nala_attention(
     validate_nala_inputs(q, k, v, causal=causal, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha,
                          eps=eps, norm_eps=norm_eps, initial_state=initial_state,
                          output_final_state=output_final_state, cu_seqlens=cu_seqlens, backend=backend)
-    impl = {"torch": nala_attention_torch, "reference": nala_attention_reference}[_resolve_backend(backend, q)]
+    impl = {"torch": nala_attention_torch, "reference": nala_attention_reference,
+            "triton": _triton_attention}[_resolve_backend(backend, q, v, rope)]
     return impl(q, k, v, causal=causal, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps,
                 norm_eps=norm_eps, initial_state=as_state(initial_state), output_final_state=output_final_state,
                 cu_seqlens=cu_seqlens)
@@ -87,5 +126,10 @@ def nala_decode_step(
     """
     validate_decode_inputs(q, k, v, state, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps,
                            norm_eps=norm_eps)
-    return nala_decode_step_torch(q, k, v, as_state(state), rope=rope, inhibit=inhibit, lam=lam, tau=tau,
-                                  alpha=alpha, eps=eps, norm_eps=norm_eps)
+    impl = nala_decode_step_torch
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (q, k, v, *(() if state is None else state[:2])))
+    if q.device.type == "cuda" and not needs_grad and _resolve_backend("auto", q, v, rope) == "triton":
+        from .triton import nala_decode_step_triton as impl  # one launch instead of ~25 small kernels
+    return impl(q, k, v, as_state(state), rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps,
+                norm_eps=norm_eps)

@@ -25,8 +25,8 @@ from .lm import LMTrainConfig
 from .lm_build import build_model, load_corpus_streams, load_tokenizer
 from .lm_checkpoint import find_lm_checkpoint, load_train_state, save_lm_checkpoint, save_model_dir
 from .lm_evaluate import evaluate_perplexity
-from .lm_report import StepLog, plot_lm_metrics
-from .reporting import Progress
+from .lm_report import FIELDS, plot_lm_metrics
+from .reporting import MetricsLog, Progress
 
 __all__ = ["train", "lr_at", "LMRun"]
 
@@ -125,7 +125,7 @@ class LMRun:
         self.wrapped = _wrap(self.model, self.env, cfg.distributed)
         self.optimizer = _optimizer(self.wrapped, self.model, cfg)
         self.start_step = self._restore(resume_dir) if resume_dir is not None else 0
-        self.log = StepLog(self.out_dir, tensorboard=cfg.tensorboard) if self.env.is_main else None
+        self.log = MetricsLog(self.out_dir, FIELDS, key="step", tensorboard=cfg.tensorboard) if self.env.is_main else None
         if self.log is not None:
             self.log.truncate_after(self.start_step)
 
@@ -280,7 +280,7 @@ def train(cfg: LMTrainConfig) -> dict:
         elapsed = time.perf_counter() - started
         row.update(tokens_per_s=(done - run.start_step) * run.tokens_per_step / max(elapsed, 1e-9), elapsed_s=elapsed)
         if run.log is not None:
-            run.log.log(**row)
+            run.log.log(row)
         progress.update(run.tokens_per_step // run.env.world_size, loss=loss, lr=row["lr"],
                         **({"val_ppl": row["val_ppl"]} if "val_ppl" in row else {}))
         if cfg.sample_every and done % cfg.sample_every == 0:
@@ -300,7 +300,7 @@ def train(cfg: LMTrainConfig) -> dict:
         if last_val is not None:
             result.update(val_loss=last_val["loss"], val_ppl=last_val["ppl"])
         run.log.close()
-        if plot_lm_metrics(run.log.path, run.out_dir / "loss.png"):
+        if plot_lm_metrics(run.log.csv_path, run.out_dir / "loss.png"):
             result["plot"] = str(run.out_dir / "loss.png")
         print(f"train-lm: step {end_step}/{cfg.steps}, train loss {result['train_loss']:.4f}"
               + (f", held-out perplexity {last_val['ppl']:.3f}" if last_val else "")

@@ -50,12 +50,17 @@ class Progress:
 
 
 class MetricsLog:
-    """Append one row per epoch to ``metrics.csv``; mirror to TensorBoard when it is installed."""
+    """``metrics.csv``, one row per ``key`` (epoch or step) with fixed columns; mirrored to TensorBoard
+    when it is installed. Floats are written with full precision (resume checks compare them)."""
 
-    def __init__(self, directory: str | pathlib.Path, tensorboard: bool = True):
+    def __init__(self, directory: str | pathlib.Path, fields: list[str], key: str = "epoch",
+                 tensorboard: bool = True):
+        if key not in fields:
+            raise ValueError(f"fields: expected the key column {key!r} among {fields}")
         self.dir = pathlib.Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.dir / "metrics.csv"
+        self.fields, self.key = list(fields), key
         self.writer = None
         if tensorboard:
             try:
@@ -72,31 +77,29 @@ class MetricsLog:
         with self.csv_path.open() as f:
             return list(csv.DictReader(f))
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drop rows of epochs > ``epoch`` (a resumed run rewrites them)."""
-        rows = [r for r in self.rows() if int(r["epoch"]) <= epoch]
-        if rows:
-            self._write(rows, list(rows[0]))
-        elif self.csv_path.exists():
-            self.csv_path.unlink()
+    def truncate_after(self, value: int) -> None:
+        """Drop rows whose key is past ``value`` (a resumed run writes them again)."""
+        self._rewrite([r for r in self.rows() if int(r[self.key]) <= value])
 
-    def _write(self, rows: list[dict], fields: list[str]) -> None:
+    def _rewrite(self, rows: list[dict]) -> None:
         tmp = self.csv_path.with_suffix(".tmp")
         with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
+            w = csv.DictWriter(f, fieldnames=self.fields)
             w.writeheader()
             w.writerows(rows)
         tmp.replace(self.csv_path)
 
     def log(self, row: dict) -> None:
-        rows = self.rows() + [{k: str(v) for k, v in row.items()}]
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        self._write(rows, fields)
+        """Append one row (unknown columns are an error) and mirror its scalars to TensorBoard."""
+        if not self.csv_path.is_file():
+            self._rewrite([])
+        with self.csv_path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields).writerow(
+                {k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
         if self.writer is not None:
-            step = int(row["epoch"])
-            for key, value in row.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, step)
+            for name, value in row.items():
+                if name != self.key and isinstance(value, (int, float)):
+                    self.writer.add_scalar(name, value, int(row[self.key]))
             self.writer.flush()
 
     def close(self) -> None:

@@ -30,6 +30,9 @@ from .vision_data import build_vision_data, prepare, unpack_batch
 
 HELP = "train a vision model (default: a small NaLaFormer on Fashion-MNIST)"
 
+VISION_FIELDS = ["epoch", "train_loss", "test_loss", "test_top1", "test_top5", "lr", "train_img_per_s",
+                 "epoch_seconds"]
+
 # A ~1M-parameter NaLaFormer for 32x32 inputs: the built-in default of `make run`.
 SMALL_NALAFORMER = dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
                         mlp_ratios=[2, 2, 2, 2], head_hidden_size=256)
@@ -54,7 +57,7 @@ class VisionTrainConfig:
     img_size: int = _opt(32, "input resolution")
     workers: int = _opt(0, "data-loader worker processes")
     # schedule and optimisation
-    epochs: int = _opt(3, "training epochs")
+    epochs: int = _opt(4, "training epochs")
     batch_size: int = _opt(128, "batch size per process")
     eval_batch_size: int | None = _opt(None, "eval batch size per process")
     accum_steps: int = _opt(1, "gradient accumulation steps")
@@ -70,9 +73,11 @@ class VisionTrainConfig:
     min_lr: float = _opt(1e-5, "final lr")
     clip_grad: float | None = _opt(None, "gradient norm clipping")
     # regularisation / augmentation
-    smoothing: float = _opt(0.1, "label smoothing")
+    smoothing: float = _opt(0.0, "label smoothing")
     mixup: float = _opt(0.0, "mixup alpha")
     cutmix: float = _opt(0.0, "cutmix alpha")
+    shift: int = _opt(2, "random translation in pixels (Fashion-MNIST)")
+    hflip: bool = _opt(True, "random horizontal flips (Fashion-MNIST)")
     aa: str | None = _opt(None, "timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (ImageFolder)")
     reprob: float = _opt(0.0, "random erasing probability (ImageFolder)")
     repeated_aug: int = _opt(1, "repeated augmentation repeats (>1 enables timm's RepeatAugSampler)")
@@ -224,7 +229,8 @@ class Trainer:
                            num_classes=self.num_classes) if mixing else None
         self.loss_fn = _loss_fn(cfg, mixing)
         self.start_epoch, self.num_updates, self.best = 0, 0, {"top1": -1.0, "epoch": -1}
-        self.log = MetricsLog(self.out, cfg.tensorboard) if self.env.is_main else None
+        fields = VISION_FIELDS + (["ema_test_top1"] if cfg.model_ema else [])
+        self.log = MetricsLog(self.out, fields, "epoch", cfg.tensorboard) if self.env.is_main else None
         if cfg.resume:
             self._resume()
 

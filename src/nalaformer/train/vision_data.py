@@ -56,7 +56,8 @@ def build_vision_data(cfg, env) -> VisionData:
                 for split in ("train", "test")}
 
         def transform(train: bool):
-            return lambda x: augment_batch(x, size=cfg.img_size, train=train, mean=FMNIST_MEAN, std=FMNIST_STD)
+            return lambda x: augment_batch(x, size=cfg.img_size, train=train, mean=FMNIST_MEAN, std=FMNIST_STD,
+                                           pad=cfg.shift, flip=cfg.hflip)
 
         train_set, val_set, classes, in_chans, collate = sets["train"], sets["test"], CLASSES, 1, None
         gpu_train, gpu_eval = transform(True), transform(False)

@@ -1,0 +1,52 @@
+"""Fused Triton kernels for NaLa attention (``backend="triton"``).
+
+Importing this package does not import Triton; the kernels are loaded on the first call
+(:mod:`._loader`). On CUDA tensors they are compiled; on CPU tensors they run in the Triton
+interpreter, which the caller must opt into with ``TRITON_INTERPRET=1`` (tests only: it is slow).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+__all__ = ["SUPPORTED_HEAD_DIMS", "nala_attention_triton", "nala_decode_step_triton", "triton_available",
+           "unsupported_reason"]
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether the ``triton`` package can be imported (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def unsupported_reason(q: torch.Tensor, v: torch.Tensor, rope=None, state=None) -> str | None:
+    """Why the kernels cannot take this call (None when they can). Shapes are (..., D) / (..., Dv)."""
+    if q.dtype not in SUPPORTED_DTYPES:
+        return f"dtype {q.dtype} (the kernels take float16, bfloat16, float32)"
+    d, dv = q.shape[-1], v.shape[-1]
+    if d not in SUPPORTED_HEAD_DIMS or dv not in SUPPORTED_HEAD_DIMS:
+        return f"head dims D={d}, Dv={dv} (the kernels take D, Dv in {SUPPORTED_HEAD_DIMS})"
+    if rope is not None and any(t.requires_grad for t in rope):
+        return "rotary tables that require grad"
+    return None
+
+
+def nala_attention_triton(q, k, v, **kwargs):
+    from ._ops import nala_attention_triton as impl
+
+    return impl(q, k, v, **kwargs)
+
+
+def nala_decode_step_triton(q, k, v, state, **kwargs):
+    from ._ops import nala_decode_step_triton as impl
+
+    return impl(q, k, v, state, **kwargs)

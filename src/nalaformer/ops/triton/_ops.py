@@ -1,0 +1,557 @@
+"""Host side of the fused Triton NaLa kernels: launch plans, autotuning, autograd.
+
+Non-causal (2 launches forward, 3 backward; no 2D-feature tensor is ever written to memory):
+  forward   state  per (split of N, head, sequence): phi_k, R phi_k -> S = sum R phi_k v^T, m = sum phi_k
+                   (fp32 atomics into a (S, H, 2D, Dv) workspace; S/N, m/N are taken when loading)
+            out    per (split, head, sequence): phi_q, R phi_q -> o = (R phi_q)^T S/N / (phi_q . m/N + eps)
+  backward  q      recompute phi_q, o; dq = J^T (R^T S g + gden m), g = dO / den, gden = -(dO . o) / den
+            sum    recompute phi_q, o; dS = sum R phi_q g^T, dm = sum phi_q gden (atomics)
+            kv     recompute phi_k; dv = (R phi_k)^T dS / N, dk = J^T (R^T dS v / N + dm / N)
+Causal (chunkwise: intra-chunk quadratic part + running state). Each sequence is cut into segments that
+run in parallel: a per-segment sum pass (the non-causal state kernel, one slot per segment), an exclusive
+prefix over segments (+ the initial state), then one program per (segment, head) walks its chunks.
+  forward   stores o and z = den + eps * count per token
+  backward  forward sweep: dq, dz = -(dO . o) / z and per-segment totals of R phi_q dnum^T, phi_q dz;
+            a reverse prefix of those gives the state gradient leaving each segment;
+            reverse sweep: dk, dv; d(initial state) = d(final state) + all totals
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from ..autocast import outside_autocast
+from ..state import NaLaState
+from . import _tune
+from ._loader import interpreter_enabled, load_kernels
+
+__all__ = ["nala_attention_triton", "nala_decode_step_triton"]
+
+POISON = False  # tests set this: every buffer the kernels must fill starts as NaN
+
+
+def _empty(shape, dtype, device) -> torch.Tensor:
+    if POISON:
+        return torch.full(tuple(shape), float("nan"), dtype=dtype, device=device)
+    return torch.empty(tuple(shape), dtype=dtype, device=device)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _last_contig(t: torch.Tensor | None) -> torch.Tensor | None:
+    if t is None:
+        return None
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    relu: bool
+    lam: float
+    tau: float
+    alpha: float
+    eps: float
+    norm_eps: float
+    pow3: bool
+    lowp: bool
+    interpret: bool
+    varlen: bool
+    nseq: int
+    max_len: int
+    n_sm: int
+
+
+def _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens) -> _Plan:
+    interpret = q.device.type != "cuda"
+    if interpret and not interpreter_enabled():
+        raise ValueError("backend: 'triton' runs on CUDA tensors (or on CPU with TRITON_INTERPRET=1)")
+    if cu_seqlens is None:
+        nseq, max_len = q.shape[0], q.shape[1]
+    else:
+        offs = cu_seqlens.tolist()
+        nseq = len(offs) - 1
+        max_len = max([b - a for a, b in itertools.pairwise(offs)] + [1])
+    n_sm = 4 if interpret else torch.cuda.get_device_properties(q.device).multi_processor_count
+    return _Plan(relu=inhibit == "relu", lam=float(lam), tau=float(tau), alpha=float(alpha), eps=float(eps),
+                 norm_eps=float(norm_eps), pow3=float(lam) == 3.0,
+                 lowp=(q.dtype in (torch.float16, torch.bfloat16)) and not interpret, interpret=interpret,
+                 varlen=cu_seqlens is not None, nseq=nseq, max_len=max(int(max_len), 1), n_sm=n_sm)
+
+
+def _split(max_len: int, block: int, programs: int, n_sm: int, cps: int = 2) -> tuple[int, int]:
+    """(number of splits of N, blocks per split): about ``cps`` programs per SM, in whole waves (the kernels
+    are register-bound at 1-2 resident programs per SM, so a partial last wave costs a whole one)."""
+    nblk = max(1, _cdiv(max_len, block))
+    split = max(1, min(nblk, round(cps * n_sm / max(programs, 1))))
+    bps = _cdiv(nblk, split)
+    return _cdiv(nblk, bps), bps
+
+
+def _dtype_key(q: torch.Tensor) -> str:
+    return str(q.dtype).replace("torch.", "")
+
+
+# ------------------------------------------------------------------------------------------------
+# launch configurations: a handful per kernel, keyed on (D, Dv, dtype)
+# ------------------------------------------------------------------------------------------------
+def _cfg(block, warps, stages, block_dv=None, cps=None, maxnreg=None):
+    c = {"BLOCK": block, "num_warps": warps, "num_stages": stages}
+    if block_dv is not None:
+        c["BLOCK_DV"] = block_dv
+    if cps is not None:  # programs per SM the grid aims at (non-causal splits of N); no recompilation
+        c["CPS"] = cps
+    if maxnreg is not None:  # cap registers: more resident warps, some spills
+        c["maxnreg"] = maxnreg
+    return c
+
+
+def _candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
+    if plan.interpret:  # small blocks so that short test sequences still span several blocks
+        return [_cfg(16, 4, 1, min(dv, 16) if kind in ("nc_state", "nc_out", "c_fwd", "c_segsum") else None)]
+    big = d * dv >= 128 * 64
+    wide = dv if d * dv <= 64 * 128 else 64  # value tile of the forward sums
+    if not plan.lowp:  # fp32 operands take twice the shared memory: smaller tiles only
+        if kind in ("nc_state", "nc_out", "c_segsum"):
+            return [_cfg(32, 4, 1, wide), _cfg(16, 4, 1, wide)]
+        if kind == "c_fwd":
+            return [_cfg(32, 4, 1, dv if not big else 64), _cfg(16, 4, 1, dv if not big else 64)]
+        return [_cfg(16, 4, 1), _cfg(32, 4, 1)] if big else [_cfg(32, 4, 1), _cfg(16, 4, 1)]
+    # measured on an H200 (bf16, D = Dv = 64): the winners first, then variants the tuner may prefer elsewhere
+    if kind == "c_segsum":
+        return [_cfg(64, 4, 2, wide), _cfg(64, 8, 2, wide, maxnreg=128)]
+    if kind in ("nc_state", "nc_out"):
+        return [_cfg(64, 4, 2, wide), _cfg(64, 4, 2, wide, cps=4), _cfg(64, 8, 2, wide, maxnreg=128),
+                _cfg(64, 8, 2, wide, cps=4, maxnreg=128)]
+    if kind == "nc_bwd_q":
+        if big:
+            return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
+        return [_cfg(64, 8, 1), _cfg(64, 8, 1, cps=1), _cfg(64, 4, 2)]
+    if kind in ("nc_bwd_sum", "nc_bwd_kv"):
+        if big:
+            return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
+        return [_cfg(64, 4, 2), _cfg(64, 4, 2, cps=4), _cfg(64, 8, 2, maxnreg=128)]
+    if kind == "c_fwd":
+        cdv = dv if not big else 64  # value tiles below 64 crashed (illegal address) under triton 3.6
+        return [_cfg(32, 4, 2, cdv), _cfg(64, 8, 2, cdv)]
+    if kind in ("c_bwd_q", "c_bwd_kv"):
+        if big:
+            return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
+        return [_cfg(64, 8, 2), _cfg(32, 4, 2)]
+    raise KeyError(kind)
+
+
+def _pick(kind, d, dv, q, plan, run):
+    cands = _candidates(kind, d, dv, plan)
+    return _tune.choose(kind, (d, dv, _dtype_key(q)), cands, run, q.device)
+
+
+def _tuned_run(kind, d, dv, q, plan, run, reset=None):
+    """Pick a config (timing the candidates on the first call of a shape class) and run it once for real.
+    ``reset`` clears accumulated outputs after tuning trials (atomic kernels). A config that does not fit
+    the device (shared memory, registers) falls through to the next candidate."""
+    cfg, tuned = _pick(kind, d, dv, q, plan, run)
+    if tuned and reset is not None:
+        reset()
+    if tuned and reset is None:
+        return cfg  # the trials already wrote the (same) result
+    cands = [cfg] + [c for c in _candidates(kind, d, dv, plan) if c != cfg]
+    for i, c in enumerate(cands):
+        try:
+            run(c)
+            return c
+        except Exception as err:
+            if type(err).__name__ != "OutOfResources" or i == len(cands) - 1:
+                raise
+            if reset is not None:
+                reset()
+    return cfg
+
+
+def _launch(kernel, grid, cfg, *args, **meta):
+    if "maxnreg" in cfg:
+        meta["maxnreg"] = cfg["maxnreg"]
+    kernel[grid](*args, **meta, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+
+
+def _flags(plan: _Plan, has_rope: bool) -> dict:
+    return {"HAS_ROPE": has_rope, "RELU": plan.relu, "VARLEN": plan.varlen, "LOWP": plan.lowp}
+
+
+# ------------------------------------------------------------------------------------------------
+# non-causal
+# ------------------------------------------------------------------------------------------------
+def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan):
+    kern = load_kernels(plan.interpret)
+    b, n, h, d = q.shape
+    dv = v.shape[-1]
+    dev = q.device
+    sw = torch.zeros(plan.nseq, h, 2 * d, dv, dtype=torch.float32, device=dev)
+    mw = torch.zeros(plan.nseq, h, 2 * d, dtype=torch.float32, device=dev)
+    o = _empty((b, n, h, dv), q.dtype, dev)
+    has_rope = sin is not None
+    sin_, cos_, cu_ = (sin if has_rope else q), (cos if has_rope else q), (cu if cu is not None else q)
+    srn = sin.stride(0) if has_rope else 0
+    fl = _flags(plan, has_rope)
+
+    def run_state(cfg):
+        split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
+        grid = (split * (dv // cfg["BLOCK_DV"]), h, plan.nseq)
+        _launch(kern.nc_fwd_state_kernel, grid, cfg, k, v, sin_, cos_, cu_, sw, mw,
+                k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), srn,
+                n, h, plan.lam, plan.alpha, plan.norm_eps, bps, split,
+                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], POW3=plan.pow3, PER_SPLIT=False, **fl)
+
+    _tuned_run("nc_state", d, dv, q, plan, run_state, reset=lambda: (sw.zero_(), mw.zero_()))
+
+    def run_out(cfg):
+        split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
+        grid = (split * (dv // cfg["BLOCK_DV"]), h, plan.nseq)
+        _launch(kern.nc_fwd_out_kernel, grid, cfg, q, sin_, cos_, cu_, sw, mw, o,
+                q.stride(0), q.stride(1), q.stride(2), o.stride(0), o.stride(1), o.stride(2), srn,
+                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, bps,
+                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], **fl)
+
+    _tuned_run("nc_out", d, dv, q, plan, run_out)
+    return o, sw, mw
+
+
+def _nc_backward(do, q, k, v, sin, cos, cu, sw, mw, plan: _Plan, need_q: bool, need_kv: bool):
+    kern = load_kernels(plan.interpret)
+    _, n, h, d = q.shape
+    dv = v.shape[-1]
+    dev = q.device
+    do = _last_contig(do)
+    dsw = torch.zeros_like(sw)
+    dmw = torch.zeros_like(mw)
+    dq = _empty(q.shape, q.dtype, dev) if need_q else None
+    has_rope = sin is not None
+    sin_, cos_, cu_ = (sin if has_rope else q), (cos if has_rope else q), (cu if cu is not None else q)
+    srn = sin.stride(0) if has_rope else 0
+    fl = _flags(plan, has_rope)
+
+    qargs = (q.stride(0), q.stride(1), q.stride(2), do.stride(0), do.stride(1), do.stride(2))
+
+    def run_q(cfg):
+        split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
+        _launch(kern.nc_bwd_q_kernel, (split, h, plan.nseq), cfg, q, do, sin_, cos_, cu_, sw, mw, dq,
+                *qargs, dq.stride(0), dq.stride(1), dq.stride(2), srn,
+                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, bps,
+                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
+
+    if need_q:
+        _tuned_run("nc_bwd_q", d, dv, q, plan, run_q)
+    if not need_kv:
+        return dq, None, None
+
+    def run_sum(cfg):
+        split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
+        _launch(kern.nc_bwd_sum_kernel, (split, h, plan.nseq), cfg, q, do, sin_, cos_, cu_, sw, mw, dsw, dmw,
+                *qargs, srn, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, bps,
+                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
+
+    _tuned_run("nc_bwd_sum", d, dv, q, plan, run_sum, reset=lambda: (dsw.zero_(), dmw.zero_()))
+    dk = _empty(k.shape, k.dtype, dev)
+    dvv = _empty(v.shape, v.dtype, dev)
+
+    def run_kv(cfg):
+        split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
+        _launch(kern.nc_bwd_kv_kernel, (split, h, plan.nseq), cfg, k, v, sin_, cos_, cu_, dsw, dmw, dk, dvv,
+                k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+                dk.stride(0), dk.stride(1), dk.stride(2), dvv.stride(0), dvv.stride(1), dvv.stride(2), srn,
+                n, h, plan.lam, plan.alpha, plan.norm_eps, bps,
+                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], POW3=plan.pow3, **fl)
+
+    _tuned_run("nc_bwd_kv", d, dv, q, plan, run_kv)
+    return (dq if need_q else None), dk, dvv
+
+
+class _NonCausal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, sin, cos, cu, plan):
+        o, sw, mw = _nc_forward(q, k, v, sin, cos, cu, plan)
+        ctx.save_for_backward(q, k, v, sin, cos, cu, sw, mw)
+        ctx.plan = plan
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, sin, cos, cu, sw, mw = ctx.saved_tensors
+        nq, nk, nv = ctx.needs_input_grad[:3]
+        dq, dk, dv = _nc_backward(do, q, k, v, sin, cos, cu, sw, mw, ctx.plan, nq, nk or nv)
+        return dq, dk, dv, None, None, None, None
+
+
+# ------------------------------------------------------------------------------------------------
+# causal
+# ------------------------------------------------------------------------------------------------
+CAUSAL_SEGMENTS: int | None = None  # segments per sequence; None = automatic (tests pin it)
+
+
+def _c_segments(plan: _Plan, h: int) -> tuple[int, int]:
+    """(segments per sequence, segment length). Segments run in parallel from the state entering them, so
+    that about 2 programs per SM (one whole wave) walk chunks even when B*H is small. Lengths are multiples
+    of 64 (of 16 in the interpreter), which every chunk size divides."""
+    gran = 16 if plan.interpret else 64
+    nblk = _cdiv(plan.max_len, gran)
+    want = CAUSAL_SEGMENTS if CAUSAL_SEGMENTS is not None else round(2 * plan.n_sm / (plan.nseq * h))
+    nseg = max(1, min(int(want), nblk))
+    seg_len = _cdiv(nblk, nseg) * gran
+    return _cdiv(plan.max_len, seg_len), seg_len
+
+
+def _exclusive_prefix(t: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Exclusive prefix sum over dim 2 (segments), forward or from the end."""
+    zero = torch.zeros_like(t[:, :, :1])
+    if reverse:
+        inc = t.flip(2).cumsum(2).flip(2)
+        return torch.cat([inc[:, :, 1:], zero], 2), inc[:, :, 0]
+    inc = t.cumsum(2)
+    return torch.cat([zero, inc[:, :, :-1]], 2), inc[:, :, -1]
+
+
+def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan: _Plan, store_final: bool):
+    kern = load_kernels(plan.interpret)
+    b, n, h, d = q.shape
+    dv = v.shape[-1]
+    dev = q.device
+    o = _empty((b, n, h, dv), q.dtype, dev)
+    z = _empty((1 if plan.varlen else b, h, n), torch.float32, dev)
+    has_rope = sin is not None
+    sin_, cos_, cu_ = (sin if has_rope else q), (cos if has_rope else q), (cu if cu is not None else q)
+    srn = sin.stride(0) if has_rope else 0
+    fl = _flags(plan, has_rope)
+    nseg, seg_len = _c_segments(plan, h)
+    sf = mf = None
+    if nseg > 1:  # per-segment sums, then the state entering each segment (exclusive prefix + initial state)
+        t = _empty((plan.nseq, h, nseg, 2 * d, dv), torch.float32, dev)
+        tm = _empty((plan.nseq, h, nseg, 2 * d), torch.float32, dev)
+
+        def run_sum(cfg):
+            grid = (nseg * (dv // cfg["BLOCK_DV"]), h, plan.nseq)
+            _launch(kern.nc_fwd_state_kernel, grid, cfg, k, v, sin_, cos_, cu_, t, tm,
+                    k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), srn,
+                    n, h, plan.lam, plan.alpha, plan.norm_eps, seg_len // cfg["BLOCK"], nseg,
+                    D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], POW3=plan.pow3, PER_SPLIT=True,
+                    **fl)
+
+        _tuned_run("c_segsum", d, dv, q, plan, run_sum)
+        p, t_all = _exclusive_prefix(t)
+        pm, tm_all = _exclusive_prefix(tm)
+        if kv0 is not None:
+            p += kv0.to(torch.float32)[:, :, None]
+            pm += ks0.to(torch.float32)[:, :, None]
+        if store_final:
+            sf = t_all if kv0 is None else t_all + kv0.to(torch.float32)
+            mf = tm_all if ks0 is None else tm_all + ks0.to(torch.float32)
+        s0, m0 = p, pm
+        s0st = (p.stride(0), p.stride(1), p.stride(2), p.stride(3))
+        m0st = (pm.stride(0), pm.stride(1), pm.stride(2))
+    else:
+        s0, m0 = kv0, ks0
+        s0st = (kv0.stride(0), kv0.stride(1), 0, kv0.stride(2)) if kv0 is not None else (0, 0, 0, 0)
+        m0st = (ks0.stride(0), ks0.stride(1), 0) if ks0 is not None else (0, 0, 0)
+        if store_final:
+            sf = _empty((plan.nseq, h, 2 * d, dv), torch.float32, dev)
+            mf = _empty((plan.nseq, h, 2 * d), torch.float32, dev)
+    has_init = s0 is not None
+    in_kernel_final = store_final and nseg == 1
+
+    def run(cfg):
+        grid = (dv // cfg["BLOCK_DV"], h, plan.nseq * nseg)
+        _launch(kern.c_fwd_kernel, grid, cfg, q, k, v, sin_, cos_, cu_, s0 if has_init else q,
+                m0 if has_init else q, cnt0 if cnt0 is not None else q, o, z,
+                sf if in_kernel_final else q, mf if in_kernel_final else q,
+                q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), srn,
+                *s0st, *m0st, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, nseg, seg_len,
+                D=d, DV=dv, BLOCK_C=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], POW3=plan.pow3,
+                HAS_INIT=has_init, HAS_CNT=cnt0 is not None, STORE_FINAL=in_kernel_final, **fl)
+
+    _tuned_run("c_fwd", d, dv, q, plan, run)
+    return o, z, sf, mf, (s0, m0, nseg, seg_len)
+
+
+def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu, plan: _Plan,
+                need_init: bool):
+    kern = load_kernels(plan.interpret)
+    _, n, h, d = q.shape
+    dv = v.shape[-1]
+    dev = q.device
+    do = torch.zeros_like(o) if do is None else _last_contig(do)
+    dq = _empty(q.shape, q.dtype, dev)
+    dk = _empty(k.shape, k.dtype, dev)
+    dvv = _empty(v.shape, v.dtype, dev)
+    dz = _empty(z.shape, torch.float32, dev)
+    has_rope = sin is not None
+    has_init = s0 is not None
+    sin_, cos_, cu_ = (sin if has_rope else q), (cos if has_rope else q), (cu if cu is not None else q)
+    srn = sin.stride(0) if has_rope else 0
+    if not has_init:
+        s0st, m0st = (0, 0, 0, 0), (0, 0, 0)
+    elif s0.dim() == 5:
+        s0st = (s0.stride(0), s0.stride(1), s0.stride(2), s0.stride(3))
+        m0st = (m0.stride(0), m0.stride(1), m0.stride(2))
+    else:
+        s0st, m0st = (s0.stride(0), s0.stride(1), 0, s0.stride(2)), (m0.stride(0), m0.stride(1), 0)
+    fl = _flags(plan, has_rope)
+    qsum = nseg > 1
+    if qsum:
+        tq = _empty((plan.nseq, h, nseg, 2 * d, dv), torch.float32, dev)
+        tqm = _empty((plan.nseq, h, nseg, 2 * d), torch.float32, dev)
+    else:
+        tq = tqm = q
+
+    def run_q(cfg):
+        _launch(kern.c_bwd_q_kernel, (1, h, plan.nseq * nseg), cfg, q, k, v, do, o, z, sin_, cos_, cu_,
+                s0 if has_init else q, m0 if has_init else q, dq, dz, tq, tqm,
+                q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+                o.stride(0), o.stride(1), o.stride(2), dq.stride(0), dq.stride(1), dq.stride(2), srn,
+                *s0st, *m0st, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, nseg, seg_len,
+                D=d, DV=dv, BLOCK_C=cfg["BLOCK"], POW3=plan.pow3, HAS_INIT=has_init, QSUM=qsum, **fl)
+
+    _tuned_run("c_bwd_q", d, dv, q, plan, run_q)
+
+    has_dfinal = dsf is not None or dmf is not None
+    if has_dfinal:
+        dsf = torch.zeros(plan.nseq, h, 2 * d, dv, dtype=torch.float32, device=dev) if dsf is None \
+            else dsf.to(torch.float32).contiguous()
+        dmf = torch.zeros(plan.nseq, h, 2 * d, dtype=torch.float32, device=dev) if dmf is None \
+            else dmf.to(torch.float32).contiguous()
+    ds0 = dm0 = None
+    if qsum:  # gradient w.r.t. the state leaving each segment: dS_final + totals of the later segments
+        gp, gall = _exclusive_prefix(tq, reverse=True)
+        gpm, gmall = _exclusive_prefix(tqm, reverse=True)
+        if has_dfinal:
+            gp += dsf[:, :, None]
+            gpm += dmf[:, :, None]
+            gall += dsf
+            gmall += dmf
+        ds0, dm0 = (gall, gmall) if need_init else (None, None)
+        dsf_, dmf_, slots, step, kv_dfinal, kv_dinit = gp.contiguous(), gpm.contiguous(), nseg, 1, True, False
+    else:
+        dsf_, dmf_, slots, step, kv_dfinal, kv_dinit = dsf, dmf, 1, 0, has_dfinal, need_init
+        if need_init:
+            ds0 = _empty((plan.nseq, h, 2 * d, dv), torch.float32, dev)
+            dm0 = _empty((plan.nseq, h, 2 * d), torch.float32, dev)
+
+    def run_kv(cfg):
+        _launch(kern.c_bwd_kv_kernel, (1, h, plan.nseq * nseg), cfg, q, k, v, do, z, dz, sin_, cos_, cu_,
+                dsf_ if kv_dfinal else q, dmf_ if kv_dfinal else q, dk, dvv,
+                ds0 if kv_dinit else q, dm0 if kv_dinit else q,
+                q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+                dk.stride(0), dk.stride(1), dk.stride(2), dvv.stride(0), dvv.stride(1), dvv.stride(2), srn,
+                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, nseg, seg_len, slots, step,
+                D=d, DV=dv, BLOCK_C=cfg["BLOCK"], POW3=plan.pow3, HAS_DFINAL=kv_dfinal,
+                STORE_DINIT=kv_dinit, **fl)
+
+    _tuned_run("c_bwd_kv", d, dv, q, plan, run_kv)
+    return dq, dk, dvv, ds0, dm0
+
+
+class _Causal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan, store_final):
+        o, z, sf, mf, (s0, m0, nseg, seg_len) = _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan,
+                                                          store_final)
+        ctx.save_for_backward(q, k, v, o, z, sin, cos, s0, m0, cu)
+        ctx.plan = plan
+        ctx.seg = (nseg, seg_len)
+        ctx.init_dtypes = (None if kv0 is None else kv0.dtype, None if ks0 is None else ks0.dtype)
+        ctx.set_materialize_grads(False)
+        if not store_final:
+            sf = mf = q.new_zeros(0, dtype=torch.float32)
+        return o, sf, mf
+
+    @staticmethod
+    def backward(ctx, do, dsf, dmf):
+        q, k, v, o, z, sin, cos, s0, m0, cu = ctx.saved_tensors
+        if dsf is not None and dsf.numel() == 0:
+            dsf = None
+        if dmf is not None and dmf.numel() == 0:
+            dmf = None
+        has_user_init = ctx.init_dtypes[0] is not None
+        need_init = has_user_init and (ctx.needs_input_grad[5] or ctx.needs_input_grad[6])
+        dq, dk, dv, ds0, dm0 = _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, *ctx.seg, cu,
+                                           ctx.plan, need_init)
+        if need_init:
+            ds0 = ds0.to(ctx.init_dtypes[0]) if ctx.needs_input_grad[5] else None
+            dm0 = dm0.to(ctx.init_dtypes[1]) if ctx.needs_input_grad[6] else None
+        return dq, dk, dv, None, None, ds0, dm0, None, None, None, None
+
+
+# ------------------------------------------------------------------------------------------------
+# public entry points (inputs already validated by nalaformer.ops.nala)
+# ------------------------------------------------------------------------------------------------
+@outside_autocast
+def nala_attention_triton(
+    q, k, v, *, causal=False, rope=None, inhibit="relu", lam=3.0, tau=0.5, alpha=20.0, eps=1e-6, norm_eps=1e-6,
+    initial_state: NaLaState | None = None, output_final_state=False, cu_seqlens=None,
+):
+    plan = _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens)
+    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
+    sin = cos = None
+    if rope is not None:
+        sin, cos = _last_contig(rope[0]), _last_contig(rope[1])
+    cu = None if cu_seqlens is None else cu_seqlens.contiguous()
+    if not causal:
+        return _NonCausal.apply(q, k, v, sin, cos, cu, plan)
+    kv0 = ks0 = cnt0 = None
+    if initial_state is not None:
+        kv0, ks0 = _last_contig(initial_state.kv), _last_contig(initial_state.k_sum)
+        cnt0 = initial_state.count.contiguous()
+    o, sf, mf = _Causal.apply(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan, bool(output_final_state))
+    if not output_final_state:
+        return o
+    if cu is None:
+        lengths = torch.full((plan.nseq,), q.shape[1], dtype=torch.int64, device=q.device)
+    else:
+        lengths = (cu[1:] - cu[:-1]).to(torch.int64)
+    count = lengths if cnt0 is None else cnt0.to(torch.int64) + lengths
+    return o, NaLaState(sf, mf, count)
+
+
+@outside_autocast
+def nala_decode_step_triton(q, k, v, state: NaLaState | None, *, rope=None, inhibit="relu", lam=3.0, tau=0.5,
+                            alpha=20.0, eps=1e-6, norm_eps=1e-6):
+    """One token per sequence, one launch: q, k (B, H, D), v (B, H, Dv) -> (o, new NaLaState)."""
+    interpret = q.device.type != "cuda"
+    if interpret and not interpreter_enabled():
+        raise ValueError("backend: 'triton' runs on CUDA tensors (or on CPU with TRITON_INTERPRET=1)")
+    kern = load_kernels(interpret)
+    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
+    bsz, h, d = q.shape
+    dv = v.shape[-1]
+    dev = q.device
+    o = _empty((bsz, h, dv), q.dtype, dev)
+    s1 = _empty((bsz, h, 2 * d, dv), torch.float32, dev)
+    m1 = _empty((bsz, h, 2 * d), torch.float32, dev)
+    has_state = state is not None
+    if has_state:
+        kv0, ks0, cnt0 = _last_contig(state.kv), _last_contig(state.k_sum), state.count.contiguous()
+        s0st, m0st = (kv0.stride(0), kv0.stride(1), kv0.stride(2)), (ks0.stride(0), ks0.stride(1))
+    else:
+        kv0 = ks0 = cnt0 = q
+        s0st, m0st = (0, 0, 0), (0, 0)
+    has_rope = rope is not None
+    if has_rope:
+        sin, cos = _last_contig(rope[0]), _last_contig(rope[1])
+        srb = sin.stride(0) if sin.dim() == 2 else 0
+    else:
+        sin = cos = q
+        srb = 0
+    block_dv = min(dv, 16 if interpret else 64)
+    kern.decode_kernel[(bsz * h, dv // block_dv)](
+        q, k, v, kv0, ks0, cnt0, sin, cos, o, s1, m1,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), o.stride(0), o.stride(1),
+        *s0st, *m0st, srb, h, float(lam), float(tau), float(alpha), float(norm_eps), float(eps),
+        D=d, DV=dv, BLOCK_DV=block_dv, HAS_ROPE=has_rope, RELU=inhibit == "relu", POW3=float(lam) == 3.0,
+        HAS_STATE=has_state, num_warps=4 if d * block_dv >= 64 * 64 else 2)
+    count = (cnt0.to(torch.int64) + 1) if has_state else torch.ones(bsz, dtype=torch.int64, device=dev)
+    return o, NaLaState(s1, m1, count)

@@ -1,0 +1,338 @@
+"""The fused Triton kernels (backend="triton") against the float64 reference.
+
+CPU: the kernels run in the Triton interpreter on small shapes. TRITON_INTERPRET=1 is set per test
+(monkeypatch, undone after each test); the library loads a separate interpreted copy of the kernel
+module for CPU tensors, so nothing leaks into other tests or into compiled (CUDA) use.
+
+GPU (marker ``gpu``, skipped without CUDA): the same checks at real shapes, compiled kernels.
+    pytest -m gpu tests/ops/test_triton.py          # on a CUDA machine
+
+Every buffer the kernels must write is NaN-filled first (``_ops.POISON``), so an unwritten element
+fails the comparison. Errors are ||out - ref|| / ||ref||: fp32 <= 1e-5, bf16/fp16 <= 1e-2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from nalaformer import NaLaState, nala_attention, nala_attention_reference, rope_1d
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+
+HAS_CUDA = torch.cuda.is_available()
+TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+@pytest.fixture(autouse=True)
+def _triton_env(monkeypatch, request):
+    import nalaformer.ops.triton._ops as ops
+
+    monkeypatch.setattr(ops, "POISON", True)
+    if request.node.get_closest_marker("gpu"):
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        if "NALAFORMER_TRITON_AUTOTUNE" not in __import__("os").environ:
+            monkeypatch.setenv("NALAFORMER_TRITON_AUTOTUNE", "0")  # one config per kernel: fewer compiles
+    else:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy noise from masked lanes in the interpreter
+        yield
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    assert torch.isfinite(a).all(), "non-finite values (unwritten or NaN)"
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def _where(a, r, ok, cu):
+    """Where the error sits: the 5 worst tokens (token, head, |err|, |ref|)."""
+    diff = ((a.double() - r.double()) * ok).nan_to_num().abs().sum(-1)[0 if a.shape[0] == 1 else slice(None)]
+    flat = diff.flatten()
+    top = flat.topk(min(5, flat.numel()))
+    per = diff.shape[-1]
+    rn = r.double().nan_to_num().abs().sum(-1)
+    rn = rn[0] if a.shape[0] == 1 else rn
+    rows = [(int(i) // per, int(i) % per, float(v), float(rn.flatten()[i])) for v, i in zip(top.values, top.indices)]
+    return {"worst": rows, "cu": None if cu is None else cu.tolist()}
+
+
+def _prefix_state(num_seqs, heads, d, dv, seed, device):
+    """A realistic initial state: the float64 reference's final state after a short random prefix."""
+    g = torch.Generator().manual_seed(seed + 1000)
+    st = []
+    for _ in range(num_seqs):
+        length = int(torch.randint(1, 6, (1,), generator=g))
+        q, k = (torch.randn(1, length, heads, d, generator=g, dtype=torch.float64) for _ in range(2))
+        v = torch.randn(1, length, heads, dv, generator=g, dtype=torch.float64)
+        st.append(nala_attention_reference(q, k, v, causal=True, output_final_state=True)[1])
+    kv, ks, cnt = (torch.cat(p) for p in zip(*st))
+    return NaLaState(kv.to(device), ks.to(device), cnt.to(device))
+
+
+def check(device="cpu", dtype=torch.float32, b=2, n=37, h=2, d=16, dv=32, *, causal=False, rope=True,
+          inhibit="relu", segments=None, init=False, final=False, lam=3.0, tau=0.5, zero_rows=False,
+          strided=False, eps=1e-6, seed=0, tol=None):
+    """Run triton and the float64 reference on the same inputs; compare outputs and all gradients."""
+    tol = TOL[dtype] if tol is None else tol
+    g = torch.Generator().manual_seed(seed)
+    cu = None
+    if segments is not None:
+        b, n = 1, sum(segments)
+        cu = torch.tensor([0] + segments, dtype=torch.int32).cumsum(0).to(torch.int32).to(device)
+    if strided:  # q, k, v as views into one fused projection output, heads interleaved
+        qkv = torch.randn(b, n, h, 2 * d + dv + 8, generator=g)
+        q0, k0, v0 = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:2 * d + dv]
+    else:
+        q0, k0 = (torch.randn(b, n, h, d, generator=g) for _ in range(2))
+        v0 = torch.randn(b, n, h, dv, generator=g)
+    if zero_rows:  # the norm floor: zero queries/keys must give finite, defined results
+        q0, k0 = q0.clone(), k0.clone()
+        q0[:, ::5] = 0
+        k0[:, 1::7] = 0
+    ins = [t.to(device=device, dtype=dtype).requires_grad_() for t in (q0, k0, v0)]
+    ref_ins = [t.detach().double().requires_grad_() for t in ins]
+    tables = rope_1d(n, d, device=device) if rope else None
+    num_seqs = b if cu is None else len(segments)
+    state = ref_state = None
+    if init:
+        st = _prefix_state(num_seqs, h, d, dv, seed, device)
+        state = NaLaState(st.kv.float().requires_grad_(), st.k_sum.float().requires_grad_(), st.count)
+        ref_state = NaLaState(state.kv.detach().double().requires_grad_(),
+                              state.k_sum.detach().double().requires_grad_(), st.count)
+    kw = {"causal": causal, "inhibit": inhibit, "lam": lam, "tau": tau, "eps": eps, "cu_seqlens": cu}
+    if causal:
+        kw["output_final_state"] = final
+    out = nala_attention(*ins, rope=tables, initial_state=state, backend="triton", **kw)
+    ref = nala_attention_reference(*ref_ins, rope=None if tables is None else tuple(t.double() for t in tables),
+                                   initial_state=ref_state, **kw)
+    o, o_ref = (out[0], ref[0]) if final else (out, ref)
+    assert o.dtype == dtype and o.shape == o_ref.shape
+    assert _rel(o, o_ref) <= tol, ("o", _rel(o, o_ref))
+    gen = torch.Generator().manual_seed(seed + 1)
+    go = torch.randn(o_ref.shape, generator=gen, dtype=torch.float64)
+    loss, loss_ref = (o.double() * go.to(device)).sum(), (o_ref * go.to(o_ref.device)).sum()
+    if final:
+        fs, fs_ref = out[1], ref[1]
+        assert torch.equal(fs.count.cpu(), fs_ref.count.cpu())
+        assert _rel(fs.kv, fs_ref.kv) <= tol and _rel(fs.k_sum, fs_ref.k_sum) <= tol
+        gkv = torch.randn(fs_ref.kv.shape, generator=gen, dtype=torch.float64) / fs_ref.kv.abs().mean().item()
+        gks = torch.randn(fs_ref.k_sum.shape, generator=gen, dtype=torch.float64) / fs_ref.k_sum.abs().mean().item()
+        loss = loss + (fs.kv.double() * gkv.to(device)).sum() + (fs.k_sum.double() * gks.to(device)).sum()
+        loss_ref = loss_ref + (fs_ref.kv * gkv.to(device)).sum() + (fs_ref.k_sum * gks.to(device)).sum()
+    loss.backward()
+    loss_ref.backward()
+    pairs = [("dq", ins[0], ref_ins[0]), ("dk", ins[1], ref_ins[1]), ("dv", ins[2], ref_ins[2])]
+    if init:
+        pairs += [("dkv0", state.kv, ref_state.kv), ("dksum0", state.k_sum, ref_state.k_sum)]
+    for name, t, r in pairs:
+        assert torch.isfinite(t.grad).all(), name
+        assert torch.isfinite(r.grad).all(), name  # zero rows: both define the gradient as 0 there
+        err = _rel(t.grad, r.grad)
+        assert err <= tol, (name, err, _where(t.grad, r.grad, torch.isfinite(r.grad), cu))
+
+
+# ------------------------------------------------------------------------------------------------
+# interpreter (CPU), small shapes
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("inhibit", ["relu", "cosine"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_basic_rope(causal, inhibit):
+    check(causal=causal, inhibit=inhibit)
+
+
+@pytest.mark.parametrize("segments", [1, 2, 5])
+def test_causal_segments(monkeypatch, segments):
+    """Causal sequences are cut into segments run in parallel (automatic: 3 here); pin other counts."""
+    import nalaformer.ops.triton._ops as ops
+
+    monkeypatch.setattr(ops, "CAUSAL_SEGMENTS", segments)
+    check(causal=True, init=segments != 2, final=True, segments=[40, 3, 0, 21] if segments == 5 else None)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n", [1, 16])
+def test_lengths_no_rope(causal, n):
+    # N = 1: o = v * den / (den + eps), so dq, dk are O(eps) and ill-conditioned in fp32 (the torch path
+    # is off by ~6e-3 there too); a large eps makes them O(1) and the comparison meaningful.
+    check(n=n, d=32, dv=16, causal=causal, rope=False, eps=0.5 if n == 1 else 1e-6)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_cu_seqlens(causal):
+    check(segments=[5, 0, 17, 1, 20], causal=causal, inhibit="cosine" if causal else "relu")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_zero_rows_and_other_powers(causal):
+    check(causal=causal, zero_rows=True, lam=2.5, tau=0.3, inhibit="cosine" if causal else "relu")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_strided_inputs(causal):
+    check(causal=causal, strided=True, n=20)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_half_inputs(dtype, causal):
+    check(dtype=dtype, causal=causal)
+
+
+@pytest.mark.parametrize("inhibit", ["relu", "cosine"])
+def test_state_carry_and_final_state_grads(inhibit):
+    check(causal=True, init=True, final=True, inhibit=inhibit, n=33)
+
+
+def test_state_carry_packed():
+    check(causal=True, init=True, final=True, segments=[9, 0, 18, 3])
+
+
+def test_chunked_equals_one_run():
+    torch.manual_seed(3)
+    q, k = torch.randn(2, 2, 41, 2, 16).unbind(0)
+    v = torch.randn(2, 41, 2, 16)
+    tables = rope_1d(41, 16)
+    full, fs = nala_attention(q, k, v, causal=True, rope=tables, output_final_state=True, backend="triton")
+    cut = 19
+    o1, s1 = nala_attention(q[:, :cut], k[:, :cut], v[:, :cut], causal=True, output_final_state=True,
+                            rope=tuple(t[:cut] for t in tables), backend="triton")
+    o2, s2 = nala_attention(q[:, cut:], k[:, cut:], v[:, cut:], causal=True, output_final_state=True,
+                            rope=tuple(t[cut:] for t in tables), initial_state=s1, backend="triton")
+    assert _rel(torch.cat([o1, o2], 1), full) < 1e-5
+    assert _rel(s2.kv, fs.kv) < 1e-5 and _rel(s2.k_sum, fs.k_sum) < 1e-5 and torch.equal(s2.count, fs.count)
+
+
+@pytest.mark.parametrize("inhibit", ["relu", "cosine"])
+def test_decode_matches_prefix(inhibit):
+    from nalaformer.ops.triton import nala_decode_step_triton
+
+    torch.manual_seed(4)
+    b, n, h, d, dv = 2, 4, 2, 16, 32
+    q, k = torch.randn(2, b, n, h, d).unbind(0)
+    v = torch.randn(b, n, h, dv)
+    sin, cos = rope_1d(n, d)
+    state = _prefix_state(b, h, d, dv, 7, "cpu")
+    ref, ref_state = nala_attention_reference(q.double(), k.double(), v.double(), causal=True, inhibit=inhibit,
+                                              rope=(sin.double(), cos.double()), initial_state=state,
+                                              output_final_state=True)
+    st = NaLaState(state.kv.float(), state.k_sum.float(), state.count)
+    for t in range(n):
+        rope_t = (sin[t], cos[t]) if t % 2 else (sin[t].expand(b, d), cos[t].expand(b, d))
+        o, st = nala_decode_step_triton(q[:, t], k[:, t], v[:, t], st, rope=rope_t, inhibit=inhibit)
+        assert _rel(o, ref[:, t]) < 1e-5
+    assert _rel(st.kv, ref_state.kv) < 1e-5 and _rel(st.k_sum, ref_state.k_sum) < 1e-5
+    assert torch.equal(st.count, ref_state.count)
+    o0, s0 = nala_decode_step_triton(q[:, 0], k[:, 0], v[:, 0], None, inhibit=inhibit)  # empty state
+    ref0 = nala_attention_reference(q[:, :1].double(), k[:, :1].double(), v[:, :1].double(), causal=True,
+                                    inhibit=inhibit)
+    assert _rel(o0, ref0[:, 0]) < 1e-5 and torch.equal(s0.count, torch.ones(b, dtype=torch.int64))
+
+
+# ------------------------------------------------------------------------------------------------
+# dispatch
+# ------------------------------------------------------------------------------------------------
+def test_import_does_not_import_triton():
+    code = "import sys, nalaformer, nalaformer.ops.triton; assert 'triton' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_auto_on_cpu_is_torch_and_triton_needs_opt_in(monkeypatch):
+    from nalaformer.ops.nala import _resolve_backend
+
+    q = torch.randn(1, 3, 1, 16)
+    assert _resolve_backend("auto", q, q) == "torch"
+    assert _resolve_backend("triton", q, q) == "triton"
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ValueError, match="triton"):
+        nala_attention(q, q, q, backend="triton")
+
+
+def test_unsupported_falls_back_once():
+    from nalaformer.ops import nala
+
+    nala._WARNED.clear()
+    q = torch.randn(1, 5, 1, 24)
+    with pytest.warns(RuntimeWarning, match="head dims"):
+        out = nala_attention(q, q, q, backend="triton")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nala_attention(q, q, q, backend="triton")  # one warning only
+    assert torch.allclose(out, nala_attention(q, q, q, backend="torch"))
+    q64 = torch.randn(1, 5, 1, 16, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="float64"):
+        nala_attention(q64, q64, q64, backend="triton")
+
+
+# ------------------------------------------------------------------------------------------------
+# GPU: compiled kernels at real shapes
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("inhibit", ["relu", "cosine"])
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+@pytest.mark.parametrize("rope", [True, False], ids=["rope", "norope"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_gpu_shapes(rope, causal, inhibit, dtype):
+    check("cuda", dtype, b=2, n=1031, h=3, d=64, dv=64, causal=causal, rope=rope, inhibit=inhibit)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+@pytest.mark.parametrize("dims", [(16, 16), (32, 128), (128, 64), (128, 128)], ids=lambda x: f"d{x[0]}v{x[1]}")
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_gpu_head_dims(dims, causal, dtype):
+    check("cuda", dtype, b=2, n=777, h=2, d=dims[0], dv=dims[1], causal=causal)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_gpu_packed_state_edges(causal, dtype):
+    # a 3-token packed segment with zeroed rows: in bf16 the non-causal dk error concentrates on that segment
+    # (measured 1.24e-2 on an H200, 2026-11-28; 3.7e-3 at ordinary lengths), hence 2e-2 for this edge case only
+    check("cuda", dtype, h=4, d=64, dv=64, segments=[3, 700, 0, 129, 64, 333], causal=causal,
+          init=causal, final=causal, zero_rows=True, tol=2e-2 if dtype == torch.bfloat16 else None)
+    check("cuda", dtype, b=3, n=1, h=2, d=16, dv=16, causal=causal, eps=0.5)
+    check("cuda", dtype, b=1, n=4099, h=2, d=64, dv=64, causal=causal, strided=True, inhibit="cosine")
+
+
+@pytest.mark.parametrize("segments", [1, None], ids=["seg1", "segauto"])
+@pytest.mark.parametrize("variant", ["init", "varlen", "zero", "all"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_gpu_causal_fp32_variants(monkeypatch, variant, segments):
+    import nalaformer.ops.triton._ops as ops
+
+    monkeypatch.setattr(ops, "CAUSAL_SEGMENTS", segments)
+    packed = [3, 700, 0, 129, 64, 333]
+    kw = {"init": {"init": True, "final": True}, "varlen": {"segments": packed}, "zero": {"zero_rows": True},
+          "all": {"init": True, "final": True, "zero_rows": True, "segments": packed}}[variant]
+    check("cuda", torch.float32, h=4, d=64, dv=64, n=900, causal=True, **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_gpu_decode_wired():
+    from nalaformer import nala_decode_step
+
+    torch.manual_seed(0)
+    b, h, d, dv = 4, 8, 64, 64
+    q, k = torch.randn(2, b, h, d, device="cuda").unbind(0)
+    v = torch.randn(b, h, dv, device="cuda")
+    st = _prefix_state(b, h, d, dv, 0, "cuda")
+    st = NaLaState(st.kv.float(), st.k_sum.float(), st.count)
+    o, s = nala_decode_step(q, k, v, st)
+    from nalaformer.ops.torch_impl import nala_decode_step_torch
+
+    o_ref, s_ref = nala_decode_step_torch(q.double(), k.double(), v.double(),
+                                          NaLaState(st.kv.double(), st.k_sum.double(), st.count))
+    assert _rel(o, o_ref) < 1e-5 and _rel(s.kv, s_ref.kv) < 1e-5 and torch.equal(s.count, s_ref.count)
