@@ -205,6 +205,7 @@ class Trainer:
             if cfg.distributed == "fsdp" and self.env.distributed:
                 raise ValueError("--model-ema: not supported with --distributed fsdp (sharded weights); use ddp")
             self.ema = ModelEmaV3(model, decay=cfg.model_ema_decay)
+        self.num_params = sum(p.numel() for p in model.parameters())  # before FSDP shards them
         global_batch = cfg.batch_size * cfg.accum_steps * self.env.world_size
         self.lr = cfg.lr if cfg.lr is not None else cfg.lr_base * global_batch / cfg.lr_base_size
         self.model = wrap_model(model, self.env, cfg.distributed)
@@ -369,8 +370,7 @@ class Trainer:
     def fit(self) -> dict:
         cfg, env = self.cfg, self.env
         if env.is_main:
-            n_params = sum(p.numel() for p in unwrap(self.model).parameters())
-            print(f"model {cfg.model} ({n_params / 1e6:.2f}M params) on {env.device} x{env.world_size}, "
+            print(f"model {cfg.model} ({self.num_params / 1e6:.2f}M params) on {env.device} x{env.world_size}, "
                   f"{cfg.dataset}: {len(self.data.train.dataset)} train / {len(self.data.val.dataset)} test images, "
                   f"lr {self.lr:.2e}, {cfg.epochs} epochs", flush=True)
         metrics = {}
