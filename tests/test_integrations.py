@@ -19,3 +19,18 @@ def test_timm_registration_in_any_order(order):
                  "nalaformer_t_paper"):
         assert f"'{name}'" in proc.stdout
     assert "Warning" not in proc.stderr
+
+
+def test_cli_lists_and_dispatches_commands(capsys):
+    from nalaformer.cli import main
+
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    for command in ("demo", "train", "eval", "predict", "train-lm", "eval-lm", "bench"):
+        assert f"  {command} " in listed
+    assert main(["no-such-command"]) == 2
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse's --help of a nested benchmark
+        main(["bench", "lm", "--help"])
+    assert exit_info.value.code == 0 and "nalaformer bench lm" in capsys.readouterr().out

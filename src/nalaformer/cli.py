@@ -18,7 +18,7 @@ COMMANDS: dict[str, str] = {
     "predict": "nalaformer.train.vision_eval:predict",
     "train-lm": "nalaformer.train.lm",
     "eval-lm": "nalaformer.train.lm_evaluate",
-    "bench-lm": "nalaformer.bench.lm",
+    "bench": "nalaformer.bench",
 }
 
 

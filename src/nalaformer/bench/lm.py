@@ -1,4 +1,4 @@
-"""``nalaformer bench-lm``: training and decoding speed/memory of NaLa LMs against softmax and fla baselines.
+"""``nalaformer bench lm``: training and decoding speed/memory of NaLa LMs against softmax and fla baselines.
 
 Models (same width, depth, heads and vocabulary; the Llama MLP is widened to match NaLa's extra gate
 projection, so parameter counts agree to ~0.1%):
@@ -300,9 +300,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="nalaformer bench lm", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
 if __name__ == "__main__":
     import sys
 
-    _parser = argparse.ArgumentParser(prog="nalaformer bench-lm", description=HELP)
-    add_arguments(_parser)
-    sys.exit(run(_parser.parse_args()))
+    sys.exit(main())
