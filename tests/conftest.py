@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
 import torch
+
+# Triton fixes compiled vs interpreted for its own library functions (tl.minimum, tl.sigmoid, ...) when it
+# is first imported, and other tests import it early (torch._dynamo does, through timm/torchvision). Without
+# CUDA the kernel tests run in the interpreter, so the whole test process must import Triton in that mode.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 GOLDEN_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 

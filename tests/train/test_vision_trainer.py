@@ -39,23 +39,23 @@ def losses(run_dir: pathlib.Path) -> list[float]:
 
 
 def test_short_run_learns_and_writes_everything(tmp_path, fashion_dir, capsys):
-    cfg = tiny_config(tmp_path, fashion_dir, epochs=3, keep_last=2, tensorboard=True)
+    cfg = tiny_config(tmp_path, fashion_dir, epochs=5, keep_last=2, tensorboard=True)
     metrics = Trainer(cfg).fit()
     out = pathlib.Path(cfg.output_dir)
     train_losses = losses(out)
     assert train_losses[-1] < 0.8 * train_losses[0]  # a working loop learns the easy synthetic classes
-    assert metrics["top1"] > 0.3  # chance is 0.1
-    assert sorted(p.name for p in (out / "checkpoints").glob("epoch_*")) == ["epoch_0001", "epoch_0002"]
-    assert latest_checkpoint(out / "checkpoints").name == "epoch_0002"
-    state = torch.load(out / "checkpoints" / "epoch_0002" / "state.pt", weights_only=True)
-    assert state["epoch"] == 2 and state["run"]["model"] == "nalaformer_xt"
-    weights = load_file(out / "checkpoints" / "epoch_0002" / "model.safetensors")
+    assert metrics["top1"] > 0.8  # chance is 0.1 (BatchNorm's running statistics need a few epochs)
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch_*")) == ["epoch_0003", "epoch_0004"]
+    assert latest_checkpoint(out / "checkpoints").name == "epoch_0004"
+    state = torch.load(out / "checkpoints" / "epoch_0004" / "state.pt", weights_only=True)
+    assert state["epoch"] == 4 and state["run"]["model"] == "nalaformer_xt"
+    weights = load_file(out / "checkpoints" / "epoch_0004" / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
     from safetensors import safe_open
 
     with safe_open(str(out / "best.safetensors"), "pt") as f:
         assert abs(float(f.metadata()["top1"]) - max(float(r) for r in _column(out, "test_top1"))) < 1e-6
-    assert len(losses(out)) == 3 and (out / "run.json").is_file()
+    assert len(losses(out)) == 5 and (out / "run.json").is_file()
     assert (out / "tensorboard").is_dir()
     printed = capsys.readouterr().out
     assert "test accuracy: " in printed and "checkpoints: " in printed
