@@ -45,7 +45,7 @@ run: $(VENV)/.installed-run fashion-data
 # our suite, then timm's own tests/test_models.py on the nalaformer models (sdist fetched from PyPI once)
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
-	PYTHON=$(PY) tests/models/run_timm_upstream.sh
+	PYTHON=$(abspath $(PY)) tests/models/run_timm_upstream.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache
