@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "save_weights_atomic", "rng_state",
-           "set_rng_state", "CheckpointError"]
+           "set_rng_state", "CheckpointError", "publish_latest"]
 
 
 class CheckpointError(RuntimeError):
@@ -99,14 +99,20 @@ def save_checkpoint(directory: str | os.PathLike, epoch: int, *, model_state: di
         previous = latest_checkpoint(root)
         raise CheckpointError(f"could not write checkpoint {final} ({exc}); the previous checkpoint "
                               f"{previous or '(none)'} is intact") from exc
-    pointer = root / "latest"
+    publish_latest(root, final, keep_last)
+    return final
+
+
+def publish_latest(root: pathlib.Path, final: pathlib.Path, keep_last: int) -> None:
+    """Point ``root/latest`` at the complete checkpoint ``final`` (atomic replace), then delete all but
+    the newest ``keep_last`` checkpoints named like it (``epoch_*``, ``step_*``: zero-padded, so they sort)."""
     pointer_tmp = root / ".latest.tmp"
     pointer_tmp.write_text(final.name)
-    os.replace(pointer_tmp, pointer)
-    epochs = sorted(p for p in root.glob("epoch_*") if p.is_dir())
-    for old in epochs[:-keep_last] if keep_last > 0 else []:
+    os.replace(pointer_tmp, root / "latest")
+    prefix = final.name.rsplit("_", 1)[0]
+    siblings = sorted(p for p in root.glob(f"{prefix}_*") if p.is_dir())
+    for old in siblings[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> pathlib.Path | None:

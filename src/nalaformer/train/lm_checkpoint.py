@@ -22,7 +22,7 @@ import tempfile
 
 import torch
 
-from .checkpoint import CheckpointError, latest_checkpoint
+from .checkpoint import CheckpointError, latest_checkpoint, publish_latest
 
 __all__ = ["save_model_dir", "save_lm_checkpoint", "find_lm_checkpoint", "load_train_state", "RUN_FILE"]
 
@@ -58,12 +58,7 @@ def save_lm_checkpoint(root: str | os.PathLike, step: int, model, tokenizer, *, 
     root = pathlib.Path(root)
     final = save_model_dir(root / f"step_{step:08d}", model, tokenizer, state_dict=state_dict,
                            train_state=train_state, run_info=run_info)
-    pointer_tmp = root / ".latest.tmp"
-    pointer_tmp.write_text(final.name)
-    os.replace(pointer_tmp, root / "latest")
-    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in steps[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    publish_latest(root, final, keep_last)
     return final
 
 
