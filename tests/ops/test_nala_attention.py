@@ -235,7 +235,8 @@ def test_rope_tables():
     s2, c2 = nf.rope_2d(3, 5, 8)
     a = 1.0 / 10000 ** torch.linspace(0, 1, 2)
     r, c = 1, 4  # token index r*W + c
-    assert torch.allclose(s2[r * 5 + c], torch.sin(torch.cat([(r * a).repeat_interleave(2), (c * a).repeat_interleave(2)])))
+    expected = torch.cat([(r * a).repeat_interleave(2), (c * a).repeat_interleave(2)])
+    assert torch.allclose(s2[r * 5 + c], torch.sin(expected))
     off_sin, _ = nf.rope_1d(3, 8, offset=3)
     assert torch.allclose(off_sin, nf.rope_1d(6, 8)[0][3:])
 

@@ -17,7 +17,7 @@ DEBIAN_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 HOW_TO_GET = ("Fashion-MNIST not found. Get it with one of:\n"
-              "  apt-get install dataset-fashion-mnist      (Debian/Ubuntu; files in /usr/share/datasets/fashion-mnist)\n"
+              "  apt-get install dataset-fashion-mnist   (Debian/Ubuntu: /usr/share/datasets/fashion-mnist)\n"
               "  --data-dir DIR  holding train-images-idx3-ubyte[.gz] and the other three idx files\n"
               "  --download      (needs internet; uses torchvision's downloader)")
 

@@ -41,12 +41,12 @@ def _inhibit(x_dir: torch.Tensor, magnitude: torch.Tensor, inhibit: str, alpha: 
 
     The spec writes the cosine map as m * [cos(theta), sin(theta)], theta = pi/4 * tanh(alpha * x_dir).
     We use the same pair rotated by -pi/4 and reflected (beta = pi/4 - theta), an orthogonal change of
-    basis applied to queries and keys alike (cos(beta) = sin(pi/2 * sigmoid(w)) and sin(beta) =
-    sin(pi/2 * sigmoid(-w)) are written so that neither loses its small part near 0 or pi/2): every inner product, so every attention output, is
-    unchanged (the rotary rotation acts within each D-half and commutes with it). In this basis all
-    features are >= 0, so sums never cancel: an inhibited pair (opposite signs, cos(theta_q - theta_k)
-    ~ 1e-5) stays accurate in float32 instead of drowning in rounding, and alpha -> infinity gives
-    exactly the relu features.
+    basis applied to queries and keys alike; cos(beta) = sin(pi/2 * sigmoid(w)) and sin(beta) =
+    sin(pi/2 * sigmoid(-w)) are written so that neither loses its small part near 0 or pi/2. Every inner
+    product, so every attention output, is unchanged (the rotary rotation acts within each D-half and
+    commutes with it). In this basis all features are >= 0, so sums never cancel: an inhibited pair
+    (opposite signs, cos(theta_q - theta_k) ~ 1e-5) stays accurate in float32 instead of drowning in
+    rounding, and alpha -> infinity gives exactly the relu features.
     """
     if inhibit == "relu":
         zero = torch.zeros((), dtype=magnitude.dtype, device=magnitude.device)

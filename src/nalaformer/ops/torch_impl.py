@@ -32,7 +32,6 @@ def _noncausal(phq, phk, rq, rk, v, eps):
 def _causal(phq, phk, rq, rk, v, eps, state: NaLaState, chunk: int):
     """Chunkwise causal NaLa. Features (B, H, L, 2D), v (B, H, L, Dv); state per batch row."""
     b, h, length, f = phq.shape
-    dv = v.shape[-1]
     pad = (-length) % chunk
     if pad:  # zero features add nothing to any sum; padded outputs are dropped below
         phq, phk, rq, rk, v = (F.pad(t, (0, 0, 0, pad)) for t in (phq, phk, rq, rk, v))

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "init_distributed", "wrap_model", "all_reduce_sum", "full_state_dict", "barrier"]
+__all__ = ["DistEnv", "init_distributed", "wrap_model", "all_reduce_sum", "full_state_dict", "barrier",
+           "apply_gradients", "no_sync_if", "unwrap"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,24 @@ def all_reduce_sum(values: list[float], env: DistEnv) -> list[float]:
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()
+
+
+def apply_gradients(model: torch.nn.Module, optimizer, scaler=None, clip: float | None = None) -> None:
+    """Unscale (fp16), clip the global gradient norm (FSDP's own clip for sharded grads), step, zero."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip:
+        fsdp_clip = getattr(model, "clip_grad_norm_", None)  # FSDP: a norm over all shards
+        if fsdp_clip is not None:
+            fsdp_clip(clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 @contextlib.contextmanager

@@ -19,8 +19,10 @@ import torch
 from ..data.text import PackedBlocks, block_order
 from ..layers.lm_norm import RMSNorm
 from .checkpoint import rng_state, set_rng_state
-from .distributed import DistEnv, all_reduce_sum, barrier, full_state_dict, init_distributed, no_sync_if, unwrap, \
-    wrap_model
+from .distributed import (
+    all_reduce_sum, apply_gradients, barrier, DistEnv, full_state_dict, init_distributed, no_sync_if, unwrap,
+    wrap_model,
+)
 from .lm import LMTrainConfig
 from .lm_build import build_model, load_corpus_streams, load_tokenizer
 from .lm_checkpoint import find_lm_checkpoint, load_train_state, save_lm_checkpoint, save_model_dir
@@ -125,7 +127,8 @@ class LMRun:
         self.wrapped = _wrap(self.model, self.env, cfg.distributed)
         self.optimizer = _optimizer(self.wrapped, self.model, cfg)
         self.start_step = self._restore(resume_dir) if resume_dir is not None else 0
-        self.log = MetricsLog(self.out_dir, FIELDS, key="step", tensorboard=cfg.tensorboard) if self.env.is_main else None
+        self.log = (MetricsLog(self.out_dir, FIELDS, key="step", tensorboard=cfg.tensorboard)
+                    if self.env.is_main else None)
         if self.log is not None:
             self.log.truncate_after(self.start_step)
 
@@ -189,20 +192,8 @@ class LMRun:
         return all_reduce_sum([loss_sum / cfg.grad_accum], env)[0] / env.world_size
 
     def _apply_gradients(self) -> None:
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        if self.cfg.grad_clip > 0:
-            fsdp_clip = getattr(self.wrapped, "clip_grad_norm_", None)
-            if fsdp_clip is not None:
-                fsdp_clip(self.cfg.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.cfg.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else None
+        apply_gradients(self.wrapped, self.optimizer, self.scaler, clip)
 
     def evaluate(self) -> dict:
         env = self.env

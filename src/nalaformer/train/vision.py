@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import pathlib
 import random
 import time
@@ -23,8 +22,10 @@ import torch
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
                          save_weights_atomic, set_rng_state)
 from .config import add_dataclass_arguments, config_from_args
-from .distributed import DistEnv, all_reduce_sum, barrier, full_state_dict, init_distributed, no_sync_if, unwrap, \
-    wrap_model
+from .distributed import (
+    all_reduce_sum, apply_gradients, barrier, DistEnv, full_state_dict, init_distributed, no_sync_if, unwrap,
+    wrap_model,
+)
 from .reporting import MetricsLog, Progress, plot_metrics
 from .vision_data import build_vision_data, prepare, unpack_batch
 
@@ -352,16 +353,7 @@ class Trainer:
         return loss_sum / max(seen, 1)
 
     def _optimizer_step(self) -> None:
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        if self.cfg.clip_grad:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        apply_gradients(self.model, self.optimizer, self.scaler, self.cfg.clip_grad)
         self.num_updates += 1
         self.scheduler.step_update(num_updates=self.num_updates)
         if self.ema is not None:

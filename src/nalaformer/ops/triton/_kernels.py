@@ -7,7 +7,8 @@ Feature layout inside the kernels. A (BLOCK, D) tile of q or k is split into its
 columns (``xe``, ``xo``, each (BLOCK, D/2)); every map is elementwise given the row norm, so the
 2D features come out as four half-width tiles ``h0e, h1e, h0o, h1o`` (half 0/1 of the feature =
 relu(+)/relu(-) part, or the two parts of the cosine map; even/odd column). The rotary rotation
-pairs ``(h*e, h*o)`` with the same index, so it is elementwise too. For the matrix products the halves are joined into two
+pairs ``(h*e, h*o)`` with the same index, so it is elementwise too. For the matrix products the halves are
+joined into two
 (BLOCK, D) tiles, ``E = join(h0e, h1e)`` and ``O = join(h0o, h1o)``: column ``c`` of E is the
 true feature ``(c % 2) * D + 2 * (c // 2)``, column ``c`` of O the one after it. States and
 workspaces are stored in the true feature order (``rowE``/``rowO`` map between the two).
