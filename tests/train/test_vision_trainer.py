@@ -149,3 +149,19 @@ def test_image_folder_skips_corrupt_images(tmp_path, capsys):
     with pytest.warns(RuntimeWarning, match="skipping unreadable image"):
         Trainer(cfg).fit()
     assert "skipped 1 unreadable image(s)" in capsys.readouterr().out
+
+
+def test_recipe_features_run_together(tmp_path, fashion_dir):
+    """Mixup + CutMix (soft targets), layer decay, repeated augmentation, accumulation, clipping, bf16
+    autocast and grad checkpointing in one short run: finite, and every update reaches the weights."""
+    cfg = tiny_config(tmp_path, fashion_dir, epochs=1, max_train_batches=4, max_eval_batches=2, mixup=0.8,
+                      cutmix=1.0, smoothing=0.1, layer_decay=0.75, repeated_aug=2, accum_steps=2, clip_grad=1.0,
+                      amp="bf16", grad_checkpointing=True, model_ema=True)
+    trainer = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    metrics = trainer.fit()
+    assert trainer.num_updates == 2  # 4 micro-batches / 2 accumulation steps
+    assert len({g["lr_scale"] for g in trainer.optimizer.param_groups if "lr_scale" in g}) > 1  # layer decay
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert len(changed) > 0.9 * len(before)
+    assert 0.0 <= metrics["top1"] <= 1.0 and all(torch.isfinite(torch.tensor(x)) for x in losses(trainer.out))
