@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import pathlib
-import warnings
+
+from .reporting import pyplot_and_rows
 
 __all__ = ["FIELDS", "plot_lm_metrics"]
 
@@ -14,18 +14,10 @@ FIELDS = ["step", "tokens", "train_loss", "train_ppl", "val_loss", "val_ppl", "l
 
 def plot_lm_metrics(csv_path: str | pathlib.Path, out_path: str | pathlib.Path) -> bool:
     """Loss and perplexity (log scale) vs step, train and held-out. False without matplotlib or data."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn("matplotlib is not installed: no loss plot", RuntimeWarning, stacklevel=2)
+    loaded = pyplot_and_rows(csv_path)
+    if loaded is None:
         return False
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return False
+    plt, rows = loaded
     fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(10, 3.8))
     for split in ("train", "val"):
         points = [(int(r["step"]), float(r[f"{split}_loss"])) for r in rows if r.get(f"{split}_loss")]

@@ -107,20 +107,27 @@ class MetricsLog:
             self.writer.close()
 
 
-def plot_metrics(csv_path: str | pathlib.Path, out_path: str | pathlib.Path, panels: dict[str, list[str]]) -> bool:
-    """One PNG with a panel per entry of ``panels`` (title -> CSV columns vs epoch). False without matplotlib."""
+def pyplot_and_rows(csv_path: str | pathlib.Path):
+    """(matplotlib.pyplot with a file-only backend, the CSV's rows), or None without matplotlib or rows."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        warnings.warn("matplotlib is not installed: no plots", RuntimeWarning, stacklevel=2)
-        return False
+        warnings.warn("matplotlib is not installed: no plots", RuntimeWarning, stacklevel=3)
+        return None
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    if not rows:
+    return (plt, rows) if rows else None
+
+
+def plot_metrics(csv_path: str | pathlib.Path, out_path: str | pathlib.Path, panels: dict[str, list[str]]) -> bool:
+    """One PNG with a panel per entry of ``panels`` (title -> CSV columns vs epoch). False without matplotlib."""
+    loaded = pyplot_and_rows(csv_path)
+    if loaded is None:
         return False
+    plt, rows = loaded
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
     for ax, (title, columns) in zip(axes if len(panels) > 1 else [axes], panels.items()):
