@@ -26,6 +26,15 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest single-threaded (and suffer least from a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def golden_path() -> pathlib.Path:
     path = GOLDEN_DIR / "official_a.safetensors"
     if not path.exists():

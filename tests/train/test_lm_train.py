@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 
@@ -24,12 +23,7 @@ from nalaformer.train.lm_loop import train  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import pathlib
 
-from .reporting import pyplot_and_rows
+from .reporting import pyplot_and_rows, save_figure
 
 __all__ = ["FIELDS", "plot_lm_metrics"]
 
@@ -34,7 +34,4 @@ def plot_lm_metrics(csv_path: str | pathlib.Path, out_path: str | pathlib.Path) 
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, out_path)

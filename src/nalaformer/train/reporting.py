@@ -122,6 +122,14 @@ def pyplot_and_rows(csv_path: str | pathlib.Path):
     return (plt, rows) if rows else None
 
 
+def save_figure(plt, fig, out_path: str | pathlib.Path) -> bool:
+    """Lay out, write and close ``fig``; True (the plot exists)."""
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_metrics(csv_path: str | pathlib.Path, out_path: str | pathlib.Path, panels: dict[str, list[str]]) -> bool:
     """One PNG with a panel per entry of ``panels`` (title -> CSV columns vs epoch). False without matplotlib."""
     loaded = pyplot_and_rows(csv_path)
@@ -138,7 +146,4 @@ def plot_metrics(csv_path: str | pathlib.Path, out_path: str | pathlib.Path, pan
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, out_path)

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded (and suffer least from a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):
     yield
-    torch.set_num_threads(before)
