@@ -241,6 +241,29 @@ def test_rope_tables():
     assert torch.allclose(off_sin, nf.rope_1d(6, 8)[0][3:])
 
 
+def test_per_pair_rope_tables_equal_per_column():
+    """Tables with one value per pair (N, D/2) give the same rotation and the same attention as (N, D)."""
+    full, pair = nf.rope_1d(7, 8), nf.rope_1d(7, 8, per_pair=True)
+    assert pair[0].shape == (7, 4) and torch.equal(pair[0], full[0][:, 0::2])
+    full2, pair2 = nf.rope_2d(3, 5, 8), nf.rope_2d(3, 5, 8, per_pair=True)
+    assert torch.allclose(pair2[1], full2[1][:, 1::2], atol=0, rtol=0)
+    x = torch.randn(2, 7, 3, 8, dtype=torch.float64)
+    assert torch.allclose(nf.apply_rotary(x, full[0][:, None].double(), full[1][:, None].double()),
+                          nf.apply_rotary(x, pair[0][:, None].double(), pair[1][:, None].double()), atol=1e-15)
+    q, k, v = make_inputs(2, 7, 3, 8, seed=4)
+    for causal in (False, True):
+        for backend in ("torch", "reference"):
+            a = nf.nala_attention(q, k, v, rope=full, causal=causal, backend=backend)
+            b = nf.nala_attention(q, k, v, rope=pair, causal=causal, backend=backend)
+            assert rel_err(b, a) < 1e-6
+    st = nf.nala_attention(q, k, v, causal=True, rope=full, output_final_state=True)[1]
+    step = [nf.nala_decode_step(q[:, 3], k[:, 3], v[:, 3], st, rope=(t[3], t2[3]))[0]
+            for t, t2 in (full, pair)]
+    assert rel_err(step[1], step[0]) < 1e-6
+    with pytest.raises(ValueError, match="rope: expected sin of shape"):
+        nf.nala_attention(q, k, v, rope=(full[0][:, :3], full[1][:, :3]))
+
+
 def test_golden_op_tensors(golden_path):
     g = load_file(str(golden_path))
     q, k, v = (g[f"op.{n}"].transpose(1, 2) for n in "qkv")

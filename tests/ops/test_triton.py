@@ -78,7 +78,7 @@ def _prefix_state(num_seqs, heads, d, dv, seed, device):
 
 def check(device="cpu", dtype=torch.float32, b=2, n=37, h=2, d=16, dv=32, *, causal=False, rope=True,
           inhibit="relu", segments=None, init=False, final=False, lam=3.0, tau=0.5, zero_rows=False,
-          strided=False, eps=1e-6, seed=0, tol=None):
+          strided=False, eps=1e-6, seed=0, tol=None, per_pair=False):
     """Run triton and the float64 reference on the same inputs; compare outputs and all gradients."""
     tol = TOL[dtype] if tol is None else tol
     g = torch.Generator().manual_seed(seed)
@@ -98,7 +98,7 @@ def check(device="cpu", dtype=torch.float32, b=2, n=37, h=2, d=16, dv=32, *, cau
         k0[:, 1::7] = 0
     ins = [t.to(device=device, dtype=dtype).requires_grad_() for t in (q0, k0, v0)]
     ref_ins = [t.detach().double().requires_grad_() for t in ins]
-    tables = rope_1d(n, d, device=device) if rope else None
+    tables = rope_1d(n, d, device=device, per_pair=per_pair) if rope else None
     num_seqs = b if cu is None else len(segments)
     state = ref_state = None
     if init:
@@ -145,6 +145,21 @@ def check(device="cpu", dtype=torch.float32, b=2, n=37, h=2, d=16, dv=32, *, cau
 @pytest.mark.parametrize("causal", [False, True])
 def test_basic_rope(causal, inhibit):
     check(causal=causal, inhibit=inhibit)
+
+
+@pytest.mark.parametrize("inhibit", ["relu", "cosine"])
+def test_noncausal_without_prefetch(monkeypatch, inhibit):
+    """The non-causal kernels' loop without the one-block-ahead prefetch (a tuning candidate on the GPU)."""
+    import nalaformer.ops.triton._ops as ops
+
+    monkeypatch.setattr(ops, "INTERPRET_PREFETCH", False)
+    check(inhibit=inhibit, segments=[5, 0, 17, 1, 20] if inhibit == "relu" else None)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_per_pair_rope_tables(causal):
+    """(N, D/2) tables (one value per pair), the layout the models pass: half the table loads."""
+    check(causal=causal, per_pair=True, inhibit="cosine" if causal else "relu", segments=[9, 0, 18, 3])
 
 
 @pytest.mark.parametrize("segments", [1, 2, 5])
@@ -276,11 +291,12 @@ def test_unsupported_falls_back_once():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("inhibit", ["relu", "cosine"])
 @pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
-@pytest.mark.parametrize("rope", [True, False], ids=["rope", "norope"])
+@pytest.mark.parametrize("rope", ["columns", "pairs", None], ids=["rope", "ropepairs", "norope"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_gpu_shapes(rope, causal, inhibit, dtype):
-    check("cuda", dtype, b=2, n=1031, h=3, d=64, dv=64, causal=causal, rope=rope, inhibit=inhibit)
+    check("cuda", dtype, b=2, n=1031, h=3, d=64, dv=64, causal=causal, rope=rope is not None, inhibit=inhibit,
+          per_pair=rope == "pairs")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

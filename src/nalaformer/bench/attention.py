@@ -110,7 +110,7 @@ class Runner:
         from triton.testing import do_bench
 
         a = self.args
-        rope = rope_1d(n, d, device="cuda")
+        rope = rope_1d(n, d, device="cuda", per_pair=True)
         fn = self.fn(method, causal, rope)
         if fn is None:
             return None
@@ -143,7 +143,7 @@ class Runner:
 
     def check_error(self, causal, b, n, h, d):
         """Triton (input dtype) against the PyTorch path on float32 copies of the same inputs."""
-        rope = rope_1d(n, d, device="cuda")
+        rope = rope_1d(n, d, device="cuda", per_pair=True)
         ins = self.inputs("triton", b, n, h, d, rope, seed=1)
         ref_ins = [t.detach().float().requires_grad_() for t in ins]
         g = torch.Generator(device="cuda").manual_seed(2)

@@ -61,7 +61,8 @@ class TokenLayout:
         return out.index_copy(0, self.token_index, y[0]).unflatten(0, (self.batch, self.length))
 
     def rope(self, head_dim: int, base: float, *, view: str, dtype=torch.float32):
-        """Rotary ``(sin, cos)`` tables, computed once per pass and shared by all layers.
+        """Rotary ``(sin, cos)`` tables (one value per pair: D below is head_dim / 2), computed once per pass
+        and shared by all layers.
 
         view: ``"shared"`` (N, D) from row 0 (plain path with N > 1: rows share positions),
         ``"packed"`` (T, D), ``"grid"`` (B, N, D), ``"last"`` (B, D) for the last column (decoding).
@@ -70,7 +71,7 @@ class TokenLayout:
         if key not in self._tables:
             pos = {"shared": lambda: self.positions[0], "packed": lambda: self.positions.flatten()[self.token_index],
                    "grid": lambda: self.positions.flatten(), "last": lambda: self.positions[:, -1]}[view]()
-            sin, cos = rope_1d(pos, head_dim, base, dtype=dtype)
+            sin, cos = rope_1d(pos, head_dim, base, dtype=dtype, per_pair=True)
             if view == "grid":
                 sin, cos = sin.unflatten(0, (self.batch, self.length)), cos.unflatten(0, (self.batch, self.length))
             self._tables[key] = (sin, cos)

@@ -30,12 +30,14 @@ def _is_compiling() -> bool:
 def rotary_tables_2d(
     height: int, width: int, head_dim: int, *, device: torch.device, dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Axial 2-D rotary tables ``(sin, cos)``, each ``(height * width, head_dim)``, row-major tokens.
+    """Axial 2-D rotary tables ``(sin, cos)``, each ``(height * width, head_dim / 2)`` (one value per pair),
+    row-major tokens.
 
-    Same values as :func:`nalaformer.ops.rope_2d`; cached per (height, width, head_dim, device, dtype).
+    Same values as :func:`nalaformer.ops.rope_2d` with ``per_pair=True``; cached per
+    (height, width, head_dim, device, dtype).
     """
     if _is_compiling():  # let the compiler see (and fold) the table computation
-        return rope_2d(height, width, head_dim, device=device, dtype=dtype)
+        return rope_2d(height, width, head_dim, device=device, dtype=dtype, per_pair=True)
     key = (int(height), int(width), int(head_dim), torch.device(device), dtype)
     with _lock:
         tables = _cache.get(key)
@@ -43,7 +45,7 @@ def rotary_tables_2d(
             _cache.move_to_end(key)
             return tables
     with torch.inference_mode(False), torch.no_grad():
-        tables = rope_2d(height, width, head_dim, device=device, dtype=dtype)
+        tables = rope_2d(height, width, head_dim, device=device, dtype=dtype, per_pair=True)
     with _lock:
         _cache[key] = tables
         while len(_cache) > _MAX_ENTRIES:

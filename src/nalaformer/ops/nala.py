@@ -80,7 +80,8 @@ def nala_attention(
     Args:
         q, k: (B, N, H, D) queries and keys; v: (B, N, H, Dv) values (same dtype and device).
         causal: prefix-mean causal attention (language) instead of the global mean (vision).
-        rope: optional rotary tables ``(sin, cos)``, each (N, D), applied to the numerator's features
+        rope: optional rotary tables ``(sin, cos)``, each (N, D) or (N, D/2) (one value per pair, faster),
+            applied to the numerator's features
             (see :func:`rope_1d`, :func:`rope_2d`). With ``cu_seqlens`` there is one row per packed token.
         inhibit: ``"relu"`` (released code) or ``"cosine"`` (the paper's smooth map).
         lam, tau, alpha: key power / query power ``lam*(tau + tanh|q|)``, cosine sharpness.

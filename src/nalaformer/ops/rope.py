@@ -1,7 +1,8 @@
 """Rotary position tables and the interleaved-pair rotation used by NaLa.
 
 Tables are ``(sin, cos)``, each ``(N, D)`` with the value of pair ``i`` repeated at
-columns ``2i`` and ``2i + 1``. :func:`apply_rotary` rotates pairs ``(2i, 2i+1)``:
+columns ``2i`` and ``2i + 1``, or ``(N, D/2)`` with one value per pair (``per_pair=True``: half the
+memory traffic in the fused kernels). :func:`apply_rotary` rotates pairs ``(2i, 2i+1)``:
 ``(x0, x1) -> (x0*cos - x1*sin, x1*cos + x0*sin)``.
 """
 
@@ -12,8 +13,10 @@ import torch
 __all__ = ["rope_1d", "rope_2d", "apply_rotary"]
 
 
-def _tables(angles: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    angles = angles.repeat_interleave(2, dim=-1)
+def _tables(angles: torch.Tensor, dtype: torch.dtype, per_pair: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Angles (..., D/2), one per pair -> (sin, cos), per pair or repeated for both members."""
+    if not per_pair:
+        angles = angles.repeat_interleave(2, dim=-1)
     return angles.sin().to(dtype), angles.cos().to(dtype)
 
 
@@ -25,12 +28,14 @@ def rope_1d(
     offset: int = 0,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    per_pair: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Standard interleaved-pair rotary tables for a 1-D sequence.
 
     ``positions`` is a length N (positions ``offset .. offset+N-1``) or a 1-D tensor of
     positions (e.g. restarting per packed document). Pair ``i`` turns by
-    ``pos * base**(-2i/head_dim)``. Returns ``(sin, cos)``, each ``(N, head_dim)``.
+    ``pos * base**(-2i/head_dim)``. Returns ``(sin, cos)``, each ``(N, head_dim)``, or
+    ``(N, head_dim / 2)`` with ``per_pair``.
     """
     if head_dim <= 0 or head_dim % 2:
         raise ValueError(f"head_dim: expected a positive even number for rotary tables, got {head_dim}")
@@ -43,7 +48,7 @@ def rope_1d(
             raise ValueError(f"positions: expected a 1-D tensor of positions, got shape {tuple(positions.shape)}")
         pos = positions.to(device=device or positions.device, dtype=torch.float64) + offset
     inv_freq = base ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float64) / head_dim)
-    return _tables(pos[:, None] * inv_freq[None, :], dtype)
+    return _tables(pos[:, None] * inv_freq[None, :], dtype, per_pair)
 
 
 def rope_2d(
@@ -54,12 +59,14 @@ def rope_2d(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    per_pair: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Axial 2-D rotary tables of the NaLaFormer backbone (spec §4).
 
     ``a = 1 / base**linspace(0, 1, head_dim/4)``; a token at row r, column c gets angles
     ``[r*a, c*a]`` with every value repeated for both members of a pair. Tokens are in
-    row-major order. Returns ``(sin, cos)``, each ``(height*width, head_dim)``.
+    row-major order. Returns ``(sin, cos)``, each ``(height*width, head_dim)``, or
+    ``(height*width, head_dim / 2)`` with ``per_pair``.
     """
     if head_dim <= 0 or head_dim % 4:
         raise ValueError(f"head_dim: expected a positive multiple of 4 for 2-D rotary tables, got {head_dim}")
@@ -70,14 +77,17 @@ def rope_2d(
     cols = torch.arange(width, device=a.device, dtype=torch.float64)
     r_ang = (rows[:, None] * a[None, :])[:, None, :].expand(height, width, -1)
     c_ang = (cols[:, None] * a[None, :])[None, :, :].expand(height, width, -1)
-    # per axis: repeat each frequency for both pair members, then [row block, column block]
-    angles = torch.cat([r_ang.repeat_interleave(2, -1), c_ang.repeat_interleave(2, -1)], dim=-1)
-    angles = angles.reshape(height * width, head_dim)
-    return angles.sin().to(dtype), angles.cos().to(dtype)
+    # one angle per pair: [row block, column block]
+    angles = torch.cat([r_ang, c_ang], dim=-1).reshape(height * width, head_dim // 2)
+    return _tables(angles, dtype, per_pair)
 
 
 def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of the last dim of ``x`` by tables broadcastable to ``x``."""
+    """Rotate interleaved pairs of the last dim of ``x`` (..., D) by tables broadcastable to ``x``, either
+    per column (..., D) or per pair (..., D/2)."""
+    if x.shape[-1] > 1 and sin.shape[-1] * 2 == x.shape[-1]:
+        x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
+        return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2)
     pairs = x.unflatten(-1, (-1, 2))
     rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
     return x * cos + rotated_half * sin

@@ -110,7 +110,7 @@ def nala_decode_step_torch(q, k, v, state: NaLaState | None, *, rope=None, inhib
         state = NaLaState.zeros(batch, heads, head_dim, v.shape[-1], dtype=dt, device=q.device)
     phq, phk = nala_feature_maps(q, k, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, norm_eps=norm_eps)
     if rope is not None:  # tables (D,) or (B, D) -> (B, 1, D) rows for rotate_features' (L, H, 2D) layout
-        sin, cos = (t.expand(batch, head_dim) for t in rope)
+        sin, cos = (t.expand(batch, t.shape[-1]) for t in rope)
         rq, rk = rotate_features(phq, (sin, cos)), rotate_features(phk, (sin, cos))
     else:
         rq, rk = phq, phk

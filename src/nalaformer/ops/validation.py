@@ -67,7 +67,7 @@ def _check_rope(rope, rows: tuple[int, ...], head_dim: int, q: torch.Tensor, wha
             raise TypeError(f"rope: expected floating-point tensors (sin, cos), got {name} of type {type(t).__name__}")
         if t.device != q.device:
             raise ValueError(f"rope: expected {name} on device {q.device} like q, got {t.device}")
-        shapes = [r + (head_dim,) for r in rows]
+        shapes = [r + (width,) for width in (head_dim, head_dim // 2) for r in rows]
         if tuple(t.shape) not in shapes:
             raise ValueError(f"rope: expected {name} of shape {' or '.join(map(str, shapes))} ({what}), "
                              f"got {tuple(t.shape)}")

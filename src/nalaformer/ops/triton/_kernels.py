@@ -59,6 +59,38 @@ def _load_pairs(base, rows, stride, mask, BN: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
+def _load_raw(base, rows, hi, stride, D: tl.constexpr):
+    """(BN, D) tile at rows < hi in the storage dtype (kept compact while it waits in a prefetch)."""
+    cols = tl.arange(0, D)
+    return tl.load(base + (rows.to(tl.int64) * stride)[:, None] + cols[None, :], mask=(rows < hi)[:, None],
+                   other=0.0)
+
+
+@triton.jit
+def _prefetch_first(base, rows, hi, stride, D: tl.constexpr, PREFETCH: tl.constexpr):
+    if PREFETCH:
+        x = _load_raw(base, rows, hi, stride, D)
+    else:
+        x = 0.0
+    return x
+
+
+@triton.jit
+def _fetch(base, rows, hi, stride, nxt, BN: tl.constexpr, D: tl.constexpr, PREFETCH: tl.constexpr):
+    """The (BN, D) tile at ``rows`` split into fp32 even/odd columns, and the prefetch for the next block.
+
+    With PREFETCH, ``nxt`` holds this block's tile (loaded one iteration ahead) and the load of the next
+    block is issued before any math on this one, so its latency hides behind the block's work."""
+    if PREFETCH:
+        cur = nxt
+        nxt = _load_raw(base, rows + BN, hi, stride, D)
+    else:
+        cur = _load_raw(base, rows, hi, stride, D)
+    xe, xo = _split(cur.to(tl.float32), BN, D)
+    return xe, xo, nxt
+
+
+@triton.jit
 def _load_tile(base, rows, stride, col0, mask, BN: tl.constexpr, W: tl.constexpr):
     cols = col0 + tl.arange(0, W)
     x = tl.load(base + (rows.to(tl.int64) * stride)[:, None] + cols[None, :], mask=mask[:, None], other=0.0)
@@ -73,9 +105,16 @@ def _store_tile(base, rows, stride, col0, mask, x, BN: tl.constexpr, W: tl.const
 
 
 @triton.jit
-def _load_rope(SIN, COS, rows, srn, mask, BN: tl.constexpr, D: tl.constexpr):
-    se, so = _load_pairs(SIN, rows, srn, mask, BN, D)
-    ce, co = _load_pairs(COS, rows, srn, mask, BN, D)
+def _load_rope(SIN, COS, rows, srn, mask, BN: tl.constexpr, D: tl.constexpr, HAS_ROPE: tl.constexpr):
+    """cos, sin of the even and odd columns, each (BN, D/2) fp32. HAS_ROPE == 2: the tables hold one value
+    per pair (N, D/2), half the loads and registers of per-column tables (HAS_ROPE == 1)."""
+    if HAS_ROPE == 2:
+        s = _load_tile(SIN, rows, srn, 0, mask, BN, D // 2)
+        c = _load_tile(COS, rows, srn, 0, mask, BN, D // 2)
+        ce, se, co, so = c, s, c, s
+    else:
+        se, so = _load_pairs(SIN, rows, srn, mask, BN, D)
+        ce, co = _load_pairs(COS, rows, srn, mask, BN, D)
     return ce, se, co, so
 
 
@@ -323,7 +362,7 @@ def _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BN: tl.constexpr, D:
              HAS_ROPE: tl.constexpr, LOWP: tl.constexpr):
     """Joined (BN, D) E/O dot operands of the rotated features (the tables live only in here)."""
     if HAS_ROPE:
-        ce, se, co, so = _load_rope(SIN, COS, rows, srn, mask, BN, D)
+        ce, se, co, so = _load_rope(SIN, COS, rows, srn, mask, BN, D, HAS_ROPE)
         r0e, r0o = _rot(h0e, h0o, ce, se, co, so)
         r1e, r1o = _rot(h1e, h1o, ce, se, co, so)
         re = _op(_join(r0e, r1e, BN, D), LOWP)
@@ -340,7 +379,7 @@ def _grad_rot(dre, dro, SIN, COS, rows, srn, mask, BN: tl.constexpr, D: tl.const
     d0e, d1e = _split(dre, BN, D)
     d0o, d1o = _split(dro, BN, D)
     if HAS_ROPE:
-        ce, se, co, so = _load_rope(SIN, COS, rows, srn, mask, BN, D)
+        ce, se, co, so = _load_rope(SIN, COS, rows, srn, mask, BN, D, HAS_ROPE)
         d0e, d0o = _rot_t(d0e, d0o, ce, se, co, so)
         d1e, d1o = _rot_t(d1e, d1o, ce, se, co, so)
     return d0e, d1e, d0o, d1o
@@ -361,7 +400,7 @@ def nc_fwd_state_kernel(
     N, H, lam, alpha, norm_eps, blocks_per_split, n_split,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, POW3: tl.constexpr, VARLEN: tl.constexpr,
-    LOWP: tl.constexpr, PER_SPLIT: tl.constexpr,
+    LOWP: tl.constexpr, PREFETCH: tl.constexpr, PER_SPLIT: tl.constexpr,
 ):
     """Sums over a split of N: S = sum R phi_k v^T, m = sum phi_k. PER_SPLIT stores each split's sums in its
     own slot of (S, H, n_split, 2D, Dv) (causal segment totals); otherwise fp32 atomics into (S, H, 2D, Dv)."""
@@ -383,10 +422,11 @@ def nc_fwd_state_kernel(
     m1e = tl.zeros((D // 2,), tl.float32)
     m0o = tl.zeros((D // 2,), tl.float32)
     m1o = tl.zeros((D // 2,), tl.float32)
+    k_nx = _prefetch_first(kbase, lo + offs, hi, skn, D, PREFETCH)
     for n0 in range(lo, hi, BLOCK_N):
         rows = n0 + offs
         mask = rows < hi
-        ke, ko = _load_pairs(kbase, rows, skn, mask, BLOCK_N, D)
+        ke, ko, k_nx = _fetch(kbase, rows, hi, skn, k_nx, BLOCK_N, D, PREFETCH)
         h0e, h1e, h0o, h1o = _k_features(ke, ko, lam, alpha, norm_eps, RELU, POW3)
         m0e += tl.sum(h0e, 0)
         m1e += tl.sum(h1e, 0)
@@ -410,12 +450,14 @@ def nc_fwd_state_kernel(
 
 @triton.jit
 def nc_fwd_out_kernel(
-    Q, SIN, COS, CU, SW, MW, O,
+    Q, SIN, COS, CU, SW, MW, O, Z,
     sqb, sqn, sqh, sob, son, soh, srn,
     N, H, lam, tau, alpha, norm_eps, eps, blocks_per_split,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr,
-    HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr,
+    HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr, PREFETCH: tl.constexpr,
+    STORE_DEN: tl.constexpr,
 ):
+    """o = (R phi_q)^T S / (phi_q . m + eps); with STORE_DEN also the denominator per token into Z (B, H, N)."""
     NV: tl.constexpr = DV // BLOCK_DV
     pid0 = tl.program_id(0)
     h = tl.program_id(1)
@@ -434,43 +476,39 @@ def nc_fwd_out_kernel(
         m0e, m1e, m0o, m1o = _load_m(MW + sh * (2 * D), inv_len, D)
         qbase = Q + b * sqb + h * sqh
         obase = O + b * sob + h * soh
+        zbase = Z + (b * H + h) * N
         offs = tl.arange(0, BLOCK_N)
+        q_nx = _prefetch_first(qbase, lo + offs, hi, sqn, D, PREFETCH)
         for n0 in range(lo, hi, BLOCK_N):
             rows = n0 + offs
             mask = rows < hi
-            qe, qo = _load_pairs(qbase, rows, sqn, mask, BLOCK_N, D)
+            qe, qo, q_nx = _fetch(qbase, rows, hi, sqn, q_nx, BLOCK_N, D, PREFETCH)
             h0e, h1e, h0o, h1o = _q_features(qe, qo, lam, tau, alpha, norm_eps, RELU)
             den = _den_state(h0e, h1e, h0o, h1o, m0e, m1e, m0o, m1o) + eps
             re, ro = _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE, LOWP)
             num = _dot(re, s_e, None, LOWP)
             num = _dot(ro, s_o, num, LOWP)
             _store_tile(obase, rows, son, col0, mask, num / den[:, None], BLOCK_N, BLOCK_DV)
+            if STORE_DEN:
+                tl.store(zbase + rows, den, mask=mask & (col0 == 0))
 
 
 @triton.jit
-def _nc_q_common(qbase, dobase, rows, sqn, sdon, mask, SIN, COS, srn, s_e, s_o, m0e, m1e, m0o, m1o,
-                 lam, tau, alpha, norm_eps, eps,
-                 D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
-                 HAS_ROPE: tl.constexpr, RELU: tl.constexpr, LOWP: tl.constexpr):
-    """Recompute phi_q, R phi_q, den and o's numerator for a block; g = dO / den, gden = -(dO . o) / den."""
-    qe, qo = _load_pairs(qbase, rows, sqn, mask, BLOCK_N, D)
-    h0e, h1e, h0o, h1o = _q_features(qe, qo, lam, tau, alpha, norm_eps, RELU)
-    den = _den_state(h0e, h1e, h0o, h1o, m0e, m1e, m0o, m1o) + eps
-    re, ro = _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE, LOWP)
-    num = _dot(re, s_e, None, LOWP)
-    num = _dot(ro, s_o, num, LOWP)
+def _nc_out_grads(dobase, obase, zbase, rows, sdon, son, mask, DV: tl.constexpr, BLOCK_N: tl.constexpr):
+    """From the forward's o and denominator: g = dO / den, gden = -(dO . num) / den^2 = -(g . o)."""
+    den = tl.load(zbase + rows, mask=mask, other=1.0)
     g = _load_tile(dobase, rows, sdon, 0, mask, BLOCK_N, DV) / den[:, None]
-    gden = -tl.sum(g * num, 1) / den
-    return h0e, h1e, h0o, h1o, re, ro, g, gden
+    gden = -tl.sum(g * _load_tile(obase, rows, son, 0, mask, BLOCK_N, DV), 1)
+    return g, gden
 
 
 @triton.jit
 def nc_bwd_sum_kernel(
-    Q, DO, SIN, COS, CU, SW, MW, DSW, DMW,
-    sqb, sqn, sqh, sdob, sdon, sdoh, srn,
-    N, H, lam, tau, alpha, norm_eps, eps, blocks_per_split,
+    Q, DO, O, Z, SIN, COS, CU, DSW, DMW,
+    sqb, sqn, sqh, sdob, sdon, sdoh, sob, son, soh, srn,
+    N, H, lam, tau, alpha, norm_eps, blocks_per_split,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr,
+    HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     """dS = sum_i R phi_q_i g_i^T and dm = sum_i phi_q_i gden_i (fp32 atomics into workspaces)."""
     pid_split = tl.program_id(0)
@@ -480,14 +518,11 @@ def nc_bwd_sum_kernel(
     lo = start + pid_split * blocks_per_split * BLOCK_N
     hi = tl.minimum(lo + blocks_per_split * BLOCK_N, end)
     if lo < hi:
-        inv_len = 1.0 / (end - start).to(tl.float32)
         sh = (s * H + h).to(tl.int64)
-        s_e, s_o = _load_state(SW + sh * (2 * D * DV), DV, 0, inv_len, D, DV)
-        s_e = _op(s_e, LOWP)
-        s_o = _op(s_o, LOWP)
-        m0e, m1e, m0o, m1o = _load_m(MW + sh * (2 * D), inv_len, D)
         qbase = Q + b * sqb + h * sqh
         dobase = DO + b * sdob + h * sdoh
+        obase = O + b * sob + h * soh
+        zbase = Z + (b * H + h) * N
         offs = tl.arange(0, BLOCK_N)
         ds_e = tl.zeros((D, DV), tl.float32)
         ds_o = tl.zeros((D, DV), tl.float32)
@@ -495,12 +530,14 @@ def nc_bwd_sum_kernel(
         dm1e = tl.zeros((D // 2,), tl.float32)
         dm0o = tl.zeros((D // 2,), tl.float32)
         dm1o = tl.zeros((D // 2,), tl.float32)
+        q_nx = _prefetch_first(qbase, lo + offs, hi, sqn, D, PREFETCH)
         for n0 in range(lo, hi, BLOCK_N):
             rows = n0 + offs
             mask = rows < hi
-            h0e, h1e, h0o, h1o, re, ro, g, gden = _nc_q_common(
-                qbase, dobase, rows, sqn, sdon, mask, SIN, COS, srn, s_e, s_o, m0e, m1e, m0o, m1o,
-                lam, tau, alpha, norm_eps, eps, D, DV, BLOCK_N, HAS_ROPE, RELU, LOWP)
+            g, gden = _nc_out_grads(dobase, obase, zbase, rows, sdon, son, mask, DV, BLOCK_N)
+            qe, qo, q_nx = _fetch(qbase, rows, hi, sqn, q_nx, BLOCK_N, D, PREFETCH)
+            h0e, h1e, h0o, h1o = _q_features(qe, qo, lam, tau, alpha, norm_eps, RELU)
+            re, ro = _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE, LOWP)
             gd = gden[:, None]
             dm0e += tl.sum(h0e * gd, 0)
             dm1e += tl.sum(h1e * gd, 0)
@@ -515,11 +552,11 @@ def nc_bwd_sum_kernel(
 
 @triton.jit
 def nc_bwd_q_kernel(
-    Q, DO, SIN, COS, CU, SW, MW, DQ,
-    sqb, sqn, sqh, sdob, sdon, sdoh, sdqb, sdqn, sdqh, srn,
-    N, H, lam, tau, alpha, norm_eps, eps, blocks_per_split,
+    Q, DO, O, Z, SIN, COS, CU, SW, MW, DQ,
+    sqb, sqn, sqh, sdob, sdon, sdoh, sob, son, soh, sdqb, sdqn, sdqh, srn,
+    N, H, lam, tau, alpha, norm_eps, blocks_per_split,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr,
+    HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     """dq = J_q^T (R^T S g + gden m): needs only the forward's S and m."""
     pid_split = tl.program_id(0)
@@ -538,13 +575,14 @@ def nc_bwd_q_kernel(
         qbase = Q + b * sqb + h * sqh
         dobase = DO + b * sdob + h * sdoh
         dqbase = DQ + b * sdqb + h * sdqh
+        obase = O + b * sob + h * soh
+        zbase = Z + (b * H + h) * N
         offs = tl.arange(0, BLOCK_N)
+        q_nx = _prefetch_first(qbase, lo + offs, hi, sqn, D, PREFETCH)
         for n0 in range(lo, hi, BLOCK_N):
             rows = n0 + offs
             mask = rows < hi
-            _h0e, _h1e, _h0o, _h1o, _re, _ro, g, gden = _nc_q_common(
-                qbase, dobase, rows, sqn, sdon, mask, SIN, COS, srn, s_e, s_o, m0e, m1e, m0o, m1o,
-                lam, tau, alpha, norm_eps, eps, D, DV, BLOCK_N, HAS_ROPE, RELU, LOWP)
+            g, gden = _nc_out_grads(dobase, obase, zbase, rows, sdon, son, mask, DV, BLOCK_N)
             g = _op(g, LOWP)
             dre = _dot(g, tl.trans(s_e), None, LOWP)
             dro = _dot(g, tl.trans(s_o), None, LOWP)
@@ -554,7 +592,7 @@ def nc_bwd_q_kernel(
             g1e += gd * m1e[None, :]
             g0o += gd * m0o[None, :]
             g1o += gd * m1o[None, :]
-            qe, qo = _load_pairs(qbase, rows, sqn, mask, BLOCK_N, D)  # reload (cache hit): shorter live range
+            qe, qo, q_nx = _fetch(qbase, rows, hi, sqn, q_nx, BLOCK_N, D, PREFETCH)
             dqe, dqo = _q_features_bwd(qe, qo, g0e, g1e, g0o, g1o, lam, tau, alpha, norm_eps, RELU)
             _store_tile(dqbase, rows, sdqn, 0, mask, _join(dqe, dqo, BLOCK_N, D), BLOCK_N, D)
 
@@ -566,7 +604,7 @@ def nc_bwd_kv_kernel(
     N, H, lam, alpha, norm_eps, blocks_per_split,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, POW3: tl.constexpr, VARLEN: tl.constexpr,
-    LOWP: tl.constexpr,
+    LOWP: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     pid_split = tl.program_id(0)
     h = tl.program_id(1)
@@ -586,10 +624,11 @@ def nc_bwd_kv_kernel(
         dkbase = DK + b * sdkb + h * sdkh
         dvbase = DVv + b * sdvb + h * sdvh
         offs = tl.arange(0, BLOCK_N)
+        k_nx = _prefetch_first(kbase, lo + offs, hi, skn, D, PREFETCH)
         for n0 in range(lo, hi, BLOCK_N):
             rows = n0 + offs
             mask = rows < hi
-            ke, ko = _load_pairs(kbase, rows, skn, mask, BLOCK_N, D)
+            ke, ko, k_nx = _fetch(kbase, rows, hi, skn, k_nx, BLOCK_N, D, PREFETCH)
             h0e, h1e, h0o, h1o = _k_features(ke, ko, lam, alpha, norm_eps, RELU, POW3)
             re, ro = _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE, LOWP)
             dv = _dot(re, ds_e, None, LOWP)

@@ -1,11 +1,12 @@
 """Host side of the fused Triton NaLa kernels: launch plans, autotuning, autograd.
 
-Non-causal (2 launches forward, 3 backward; no 2D-feature tensor is ever written to memory):
+Non-causal (2 launches forward, 3 backward; no 2D-feature tensor is ever written to memory, the forward
+keeps one fp32 denominator per token for the backward):
   forward   state  per (split of N, head, sequence): phi_k, R phi_k -> S = sum R phi_k v^T, m = sum phi_k
                    (fp32 atomics into a (S, H, 2D, Dv) workspace; S/N, m/N are taken when loading)
             out    per (split, head, sequence): phi_q, R phi_q -> o = (R phi_q)^T S/N / (phi_q . m/N + eps)
-  backward  q      recompute phi_q, o; dq = J^T (R^T S g + gden m), g = dO / den, gden = -(dO . o) / den
-            sum    recompute phi_q, o; dS = sum R phi_q g^T, dm = sum phi_q gden (atomics)
+  backward  q      from the forward's o and den: g = dO / den, gden = -(g . o); dq = J^T (R^T S g + gden m)
+            sum    recompute phi_q; dS = sum R phi_q g^T, dm = sum phi_q gden (atomics)
             kv     recompute phi_k; dv = (R phi_k)^T dS / N, dk = J^T (R^T dS v / N + dm / N)
 Causal (chunkwise: intra-chunk quadratic part + running state). Each sequence is cut into segments that
 run in parallel: a per-segment sum pass (the non-causal state kernel, one slot per segment), an exclusive
@@ -31,6 +32,7 @@ from ._loader import interpreter_enabled, load_kernels
 __all__ = ["nala_attention_triton", "nala_decode_step_triton"]
 
 POISON = False  # tests set this: every buffer the kernels must fill starts as NaN
+INTERPRET_PREFETCH = True  # the interpreter's config: tests flip it to cover both loop forms
 
 
 def _empty(shape, dtype, device) -> torch.Tensor:
@@ -99,8 +101,10 @@ def _dtype_key(q: torch.Tensor) -> str:
 # ------------------------------------------------------------------------------------------------
 # launch configurations: a handful per kernel, keyed on (D, Dv, dtype)
 # ------------------------------------------------------------------------------------------------
-def _cfg(block, warps, stages, block_dv=None, cps=None, maxnreg=None):
+def _cfg(block, warps, stages, block_dv=None, cps=None, maxnreg=None, prefetch=None):
     c = {"BLOCK": block, "num_warps": warps, "num_stages": stages}
+    if prefetch is not None:  # non-causal kernels: load the next block's q/k tile one iteration ahead
+        c["PREFETCH"] = prefetch
     if block_dv is not None:
         c["BLOCK_DV"] = block_dv
     if cps is not None:  # programs per SM the grid aims at (non-causal splits of N); no recompilation
@@ -111,8 +115,16 @@ def _cfg(block, warps, stages, block_dv=None, cps=None, maxnreg=None):
 
 
 def _candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
+    cands = _base_candidates(kind, d, dv, plan)
+    if kind.startswith("nc") or kind == "c_segsum":  # kernels with the PREFETCH switch: on unless a config says
+        cands = [{"PREFETCH": True, **c} for c in cands]
+    return cands
+
+
+def _base_candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
     if plan.interpret:  # small blocks so that short test sequences still span several blocks
-        return [_cfg(16, 4, 1, min(dv, 16) if kind in ("nc_state", "nc_out", "c_fwd", "c_segsum") else None)]
+        return [_cfg(16, 4, 1, min(dv, 16) if kind in ("nc_state", "nc_out", "c_fwd", "c_segsum") else None,
+                     prefetch=INTERPRET_PREFETCH)]
     big = d * dv >= 128 * 64
     wide = dv if d * dv <= 64 * 128 else 64  # value tile of the forward sums
     if not plan.lowp:  # fp32 operands take twice the shared memory: smaller tiles only
@@ -125,16 +137,17 @@ def _candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
     if kind == "c_segsum":
         return [_cfg(64, 4, 2, wide), _cfg(64, 8, 2, wide, maxnreg=128)]
     if kind in ("nc_state", "nc_out"):
-        return [_cfg(64, 4, 2, wide), _cfg(64, 4, 2, wide, cps=4), _cfg(64, 8, 2, wide, maxnreg=128),
-                _cfg(64, 8, 2, wide, cps=4, maxnreg=128)]
+        return [_cfg(64, 4, 2, wide), _cfg(64, 4, 2, wide, prefetch=False), _cfg(64, 4, 2, wide, cps=4),
+                _cfg(64, 8, 2, wide, maxnreg=128), _cfg(64, 8, 2, wide, maxnreg=128, prefetch=False)]
     if kind == "nc_bwd_q":
         if big:
             return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
-        return [_cfg(64, 8, 1), _cfg(64, 8, 1, cps=1), _cfg(64, 4, 2)]
+        return [_cfg(64, 8, 1), _cfg(64, 8, 1, prefetch=False), _cfg(64, 4, 2), _cfg(32, 4, 2)]
     if kind in ("nc_bwd_sum", "nc_bwd_kv"):
         if big:
             return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
-        return [_cfg(64, 4, 2), _cfg(64, 4, 2, cps=4), _cfg(64, 8, 2, maxnreg=128)]
+        return [_cfg(64, 4, 2), _cfg(64, 4, 2, prefetch=False), _cfg(64, 4, 2, cps=4),
+                _cfg(64, 8, 2, maxnreg=128)]
     if kind == "c_fwd":
         cdv = dv if not big else 64  # value tiles below 64 crashed (illegal address) under triton 3.6
         return [_cfg(32, 4, 2, cdv), _cfg(64, 8, 2, cdv)]
@@ -173,19 +186,28 @@ def _tuned_run(kind, d, dv, q, plan, run, reset=None):
 
 
 def _launch(kernel, grid, cfg, *args, **meta):
+    if "PREFETCH" in cfg and kernel.fn.__name__.startswith("nc_"):
+        meta["PREFETCH"] = cfg["PREFETCH"]
     if "maxnreg" in cfg:
         meta["maxnreg"] = cfg["maxnreg"]
     kernel[grid](*args, **meta, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
 
-def _flags(plan: _Plan, has_rope: bool) -> dict:
-    return {"HAS_ROPE": has_rope, "RELU": plan.relu, "VARLEN": plan.varlen, "LOWP": plan.lowp}
+def _rope_mode(sin: torch.Tensor | None, d: int) -> int:
+    """HAS_ROPE of the kernels: 0 none, 1 a table value per column (N, D), 2 one per pair (N, D/2)."""
+    if sin is None:
+        return 0
+    return 2 if sin.shape[-1] != d else 1
+
+
+def _flags(plan: _Plan, sin: torch.Tensor | None, d: int) -> dict:
+    return {"HAS_ROPE": _rope_mode(sin, d), "RELU": plan.relu, "VARLEN": plan.varlen, "LOWP": plan.lowp}
 
 
 # ------------------------------------------------------------------------------------------------
 # non-causal
 # ------------------------------------------------------------------------------------------------
-def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan):
+def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
     kern = load_kernels(plan.interpret)
     b, n, h, d = q.shape
     dv = v.shape[-1]
@@ -193,10 +215,11 @@ def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan):
     sw = torch.zeros(plan.nseq, h, 2 * d, dv, dtype=torch.float32, device=dev)
     mw = torch.zeros(plan.nseq, h, 2 * d, dtype=torch.float32, device=dev)
     o = _empty((b, n, h, dv), q.dtype, dev)
+    z = _empty((b, h, n), torch.float32, dev) if store_den else None  # denominators, for the backward
     has_rope = sin is not None
     sin_, cos_, cu_ = (sin if has_rope else q), (cos if has_rope else q), (cu if cu is not None else q)
     srn = sin.stride(0) if has_rope else 0
-    fl = _flags(plan, has_rope)
+    fl = _flags(plan, sin, d)
 
     def run_state(cfg):
         split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
@@ -211,16 +234,16 @@ def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan):
     def run_out(cfg):
         split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
         grid = (split * (dv // cfg["BLOCK_DV"]), h, plan.nseq)
-        _launch(kern.nc_fwd_out_kernel, grid, cfg, q, sin_, cos_, cu_, sw, mw, o,
+        _launch(kern.nc_fwd_out_kernel, grid, cfg, q, sin_, cos_, cu_, sw, mw, o, z if store_den else o,
                 q.stride(0), q.stride(1), q.stride(2), o.stride(0), o.stride(1), o.stride(2), srn,
                 n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, bps,
-                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], **fl)
+                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], STORE_DEN=store_den, **fl)
 
     _tuned_run("nc_out", d, dv, q, plan, run_out)
-    return o, sw, mw
+    return o, z, sw, mw
 
 
-def _nc_backward(do, q, k, v, sin, cos, cu, sw, mw, plan: _Plan, need_q: bool, need_kv: bool):
+def _nc_backward(do, q, k, v, o, z, sin, cos, cu, sw, mw, plan: _Plan, need_q: bool, need_kv: bool):
     kern = load_kernels(plan.interpret)
     _, n, h, d = q.shape
     dv = v.shape[-1]
@@ -232,15 +255,16 @@ def _nc_backward(do, q, k, v, sin, cos, cu, sw, mw, plan: _Plan, need_q: bool, n
     has_rope = sin is not None
     sin_, cos_, cu_ = (sin if has_rope else q), (cos if has_rope else q), (cu if cu is not None else q)
     srn = sin.stride(0) if has_rope else 0
-    fl = _flags(plan, has_rope)
+    fl = _flags(plan, sin, d)
 
-    qargs = (q.stride(0), q.stride(1), q.stride(2), do.stride(0), do.stride(1), do.stride(2))
+    qargs = (q.stride(0), q.stride(1), q.stride(2), do.stride(0), do.stride(1), do.stride(2),
+             o.stride(0), o.stride(1), o.stride(2))
 
     def run_q(cfg):
         split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
-        _launch(kern.nc_bwd_q_kernel, (split, h, plan.nseq), cfg, q, do, sin_, cos_, cu_, sw, mw, dq,
+        _launch(kern.nc_bwd_q_kernel, (split, h, plan.nseq), cfg, q, do, o, z, sin_, cos_, cu_, sw, mw, dq,
                 *qargs, dq.stride(0), dq.stride(1), dq.stride(2), srn,
-                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, bps,
+                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, bps,
                 D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
 
     if need_q:
@@ -250,8 +274,8 @@ def _nc_backward(do, q, k, v, sin, cos, cu, sw, mw, plan: _Plan, need_q: bool, n
 
     def run_sum(cfg):
         split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
-        _launch(kern.nc_bwd_sum_kernel, (split, h, plan.nseq), cfg, q, do, sin_, cos_, cu_, sw, mw, dsw, dmw,
-                *qargs, srn, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, bps,
+        _launch(kern.nc_bwd_sum_kernel, (split, h, plan.nseq), cfg, q, do, o, z, sin_, cos_, cu_, dsw, dmw,
+                *qargs, srn, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, bps,
                 D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
 
     _tuned_run("nc_bwd_sum", d, dv, q, plan, run_sum, reset=lambda: (dsw.zero_(), dmw.zero_()))
@@ -273,16 +297,18 @@ def _nc_backward(do, q, k, v, sin, cos, cu, sw, mw, plan: _Plan, need_q: bool, n
 class _NonCausal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, sin, cos, cu, plan):
-        o, sw, mw = _nc_forward(q, k, v, sin, cos, cu, plan)
-        ctx.save_for_backward(q, k, v, sin, cos, cu, sw, mw)
+        train = any(ctx.needs_input_grad[:3])
+        o, z, sw, mw = _nc_forward(q, k, v, sin, cos, cu, plan, store_den=train)
+        if train:
+            ctx.save_for_backward(q, k, v, o, z, sin, cos, cu, sw, mw)
         ctx.plan = plan
         return o
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, sin, cos, cu, sw, mw = ctx.saved_tensors
+        q, k, v, o, z, sin, cos, cu, sw, mw = ctx.saved_tensors
         nq, nk, nv = ctx.needs_input_grad[:3]
-        dq, dk, dv = _nc_backward(do, q, k, v, sin, cos, cu, sw, mw, ctx.plan, nq, nk or nv)
+        dq, dk, dv = _nc_backward(do, q, k, v, o, z, sin, cos, cu, sw, mw, ctx.plan, nq, nk or nv)
         return dq, dk, dv, None, None, None, None
 
 
@@ -324,7 +350,7 @@ def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan: _Plan, store_final: 
     has_rope = sin is not None
     sin_, cos_, cu_ = (sin if has_rope else q), (cos if has_rope else q), (cu if cu is not None else q)
     srn = sin.stride(0) if has_rope else 0
-    fl = _flags(plan, has_rope)
+    fl = _flags(plan, sin, d)
     nseg, seg_len = _c_segments(plan, h)
     sf = mf = None
     if nseg > 1:  # per-segment sums, then the state entering each segment (exclusive prefix + initial state)
@@ -398,7 +424,7 @@ def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu
         m0st = (m0.stride(0), m0.stride(1), m0.stride(2))
     else:
         s0st, m0st = (s0.stride(0), s0.stride(1), 0, s0.stride(2)), (m0.stride(0), m0.stride(1), 0)
-    fl = _flags(plan, has_rope)
+    fl = _flags(plan, sin, d)
     qsum = nseg > 1
     if qsum:
         tq = _empty((plan.nseq, h, nseg, 2 * d, dv), torch.float32, dev)
@@ -551,7 +577,8 @@ def nala_decode_step_triton(q, k, v, state: NaLaState | None, *, rope=None, inhi
         q, k, v, kv0, ks0, cnt0, sin, cos, o, s1, m1,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), o.stride(0), o.stride(1),
         *s0st, *m0st, srb, h, float(lam), float(tau), float(alpha), float(norm_eps), float(eps),
-        D=d, DV=dv, BLOCK_DV=block_dv, HAS_ROPE=has_rope, RELU=inhibit == "relu", POW3=float(lam) == 3.0,
+        D=d, DV=dv, BLOCK_DV=block_dv, HAS_ROPE=_rope_mode(sin if has_rope else None, d),
+        RELU=inhibit == "relu", POW3=float(lam) == 3.0,
         HAS_STATE=has_state, num_warps=4 if d * block_dv >= 64 * 64 else 2)
     count = (cnt0.to(torch.int64) + 1) if has_state else torch.ones(bsz, dtype=torch.int64, device=dev)
     return o, NaLaState(s1, m1, count)
