@@ -7,7 +7,7 @@ projection, so parameter counts agree to ~0.1%):
 - ``llama``: transformers' LlamaForCausalLM with SDPA attention (softmax baseline)
 - ``fla``: flash-linear-attention's LinearAttentionForCausalLM, when ``fla`` is importable
 
-Training: tokens/s of forward+backward (fp32 weights, autocast to ``--dtype``) at each
+Training: tokens/s of forward + backward + fused AdamW step (fp32 weights, autocast to ``--dtype``) at each
 ``--train-contexts`` length (batch = ``--train-tokens`` / length) and peak memory. Decoding (weights
 cast to ``--dtype``): after a prefill of each ``--decode-contexts`` length, the median time of
 single-token decode steps, each timed alone (CUDA events on GPU), the cache size and the peak memory.
@@ -143,11 +143,12 @@ def _oom_guard(fn):
 
 @_oom_guard
 def bench_training(model, context: int, tokens: int, device, dtype, iters: int, warmup: int) -> dict:
-    """Forward + backward tokens/s and peak memory at one context length."""
+    """Training tokens/s (forward, backward, AdamW step) and peak memory at one context length."""
     batch = max(1, tokens // context)
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (batch, context), device=device)
     model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     timer, times = _StepTimer(device), []
     _reset_peak(device)
     for i in range(warmup + iters):
@@ -156,7 +157,8 @@ def bench_training(model, context: int, tokens: int, device, dtype, iters: int, 
                 loss = torch.nn.functional.cross_entropy(model(ids, use_cache=False).logits.flatten(0, 1).float(),
                                                          ids.flatten())
             loss.backward()
-            model.zero_grad(set_to_none=True)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
     step = statistics.median(times)
     return {"batch": batch, "tokens_per_s": batch * context / step, "step_s": step, "peak_gib": _peak_gib(device)}
 

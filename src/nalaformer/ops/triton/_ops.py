@@ -136,25 +136,28 @@ def _base_candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
     # measured on an H200 (bf16, D = Dv = 64): the winners first, then variants the tuner may prefer elsewhere
     if kind == "c_segsum":
         return [_cfg(64, 4, 2, wide), _cfg(64, 8, 2, wide, maxnreg=128)]
-    if kind in ("nc_state", "nc_out"):
-        return [_cfg(64, 4, 2, wide), _cfg(64, 4, 2, wide, prefetch=False), _cfg(64, 4, 2, wide, cps=4),
-                _cfg(64, 8, 2, wide, maxnreg=128), _cfg(64, 8, 2, wide, maxnreg=128, prefetch=False)]
+    # (2026-11-28, all candidates timed: prefetch helps the q-side kernels (nc_out 0.123 vs 0.143 ms, nc_bwd_sum
+    # 0.189 vs 0.256) and is noise or slightly worse on the k side (nc_state 0.117 vs 0.113, nc_bwd_kv 0.151 vs
+    # 0.142); 8 warps with maxnreg 128 and 4 programs per SM lost everywhere)
+    if kind == "nc_state":
+        return [_cfg(64, 4, 2, wide, prefetch=False), _cfg(64, 4, 2, wide)]
+    if kind == "nc_out":
+        return [_cfg(64, 4, 2, wide), _cfg(64, 8, 2, wide, maxnreg=128, prefetch=False)]
     if kind == "nc_bwd_q":
         if big:
             return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
-        return [_cfg(64, 8, 1), _cfg(64, 8, 1, prefetch=False), _cfg(64, 4, 2), _cfg(32, 4, 2)]
+        return [_cfg(64, 4, 2), _cfg(32, 4, 2)]
     if kind in ("nc_bwd_sum", "nc_bwd_kv"):
         if big:
             return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
-        return [_cfg(64, 4, 2), _cfg(64, 4, 2, prefetch=False), _cfg(64, 4, 2, cps=4),
-                _cfg(64, 8, 2, maxnreg=128)]
+        return [_cfg(64, 4, 2, prefetch=kind == "nc_bwd_sum"), _cfg(64, 4, 2, prefetch=kind != "nc_bwd_sum")]
     if kind == "c_fwd":
         cdv = dv if not big else 64  # value tiles below 64 crashed (illegal address) under triton 3.6
         return [_cfg(32, 4, 2, cdv), _cfg(64, 8, 2, cdv)]
     if kind in ("c_bwd_q", "c_bwd_kv"):
         if big:
             return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
-        return [_cfg(64, 8, 2), _cfg(32, 4, 2)]
+        return [_cfg(32, 4, 2), _cfg(64, 8, 2)]
     raise KeyError(kind)
 
 
