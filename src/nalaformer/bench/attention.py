@@ -69,9 +69,11 @@ class Runner:
             return lambda q, k, v: nala_attention(q, k, v, causal=causal, rope=rope, backend="torch")
         if method == "compile":
             if causal not in self.compiled:
+                # static shapes (one compile per N): dynamic=True hit an Inductor lowering error in torch 2.11
+                # (KeyError 'unbacked_bindings' on a CPU scalar); torch 2.14 compiles it either way
                 self.compiled[causal] = torch.compile(
                     lambda q, k, v, sin, cos: nala_attention_torch(q, k, v, causal=causal, rope=(sin, cos)),
-                    dynamic=True)
+                    dynamic=False)
             c = self.compiled[causal]
             return lambda q, k, v: c(q, k, v, *rope)
         if method in ("sdpa_flash", "sdpa_cudnn"):

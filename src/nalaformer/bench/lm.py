@@ -5,7 +5,8 @@ projection, so parameter counts agree to ~0.1%):
 
 - ``nala``: NaLaForCausalLM (the ``--preset``, default ``nala-340m``)
 - ``llama``: transformers' LlamaForCausalLM with SDPA attention (softmax baseline)
-- ``fla``: flash-linear-attention's LinearAttentionForCausalLM, when ``fla`` is importable
+- ``fla``: flash-linear-attention's LinearAttentionForCausalLM (relu feature map, chunk mode), when
+  ``fla.models`` is importable (the ``flash-linear-attention`` package on top of ``fla-core``)
 
 Training: tokens/s of forward + backward + fused AdamW step (fp32 weights, autocast to ``--dtype``) at each
 ``--train-contexts`` length (batch = ``--train-tokens`` / length) and peak memory. Decoding (weights
@@ -82,8 +83,10 @@ def build_models(names: list[str], preset: str) -> dict[str, torch.nn.Module]:
             except Exception as exc:  # not installed, or incompatible with this transformers
                 models[name] = f"fla unavailable ({type(exc).__name__}: {exc})"
                 continue
-            models[name] = LinearAttentionForCausalLM(LinearAttentionConfig(num_heads=nala_cfg.num_attention_heads,
-                                                                             **common))
+            # relu feature map, chunked kernels (the configuration the issue's reference numbers used)
+            fla_cfg = LinearAttentionConfig(num_heads=nala_cfg.num_attention_heads, attn_mode="chunk",
+                                            feature_map="relu", **common)
+            models[name] = LinearAttentionForCausalLM(fla_cfg)
         else:
             raise ValueError(f"--models: unknown model {name!r}; choose from nala, llama, fla")
     return models
