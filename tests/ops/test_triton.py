@@ -317,7 +317,10 @@ def test_gpu_packed_state_edges(causal, dtype):
     # (measured 1.24e-2 on an H200, 2026-11-28; 3.7e-3 at ordinary lengths), hence 2e-2 for this edge case only
     check("cuda", dtype, h=4, d=64, dv=64, segments=[3, 700, 0, 129, 64, 333], causal=causal,
           init=causal, final=causal, zero_rows=True, tol=2e-2 if dtype == torch.bfloat16 else None)
-    check("cuda", dtype, b=3, n=1, h=2, d=16, dv=16, causal=causal, eps=0.5)
+    # N = 1 (dk = O(1) only through eps = 0.5): the non-causal backward takes gden = -(g . o) from the stored o,
+    # whose bf16 rounding shows here (dk 1.24e-2 measured on an H200, 2026-11-28; fp32 unaffected)
+    check("cuda", dtype, b=3, n=1, h=2, d=16, dv=16, causal=causal, eps=0.5,
+          tol=2e-2 if dtype == torch.bfloat16 else None)
     check("cuda", dtype, b=1, n=4099, h=2, d=64, dv=64, causal=causal, strided=True, inhibit="cosine")
 
 
