@@ -19,6 +19,7 @@ prefix over segments (+ the initial state), then one program per (segment, head)
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -68,6 +69,11 @@ class _Plan:
     n_sm: int
 
 
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens) -> _Plan:
     interpret = q.device.type != "cuda"
     if interpret and not interpreter_enabled():
@@ -78,7 +84,7 @@ def _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens) -> _Plan:
         offs = cu_seqlens.tolist()
         nseq = len(offs) - 1
         max_len = max([b - a for a, b in itertools.pairwise(offs)] + [1])
-    n_sm = 4 if interpret else torch.cuda.get_device_properties(q.device).multi_processor_count
+    n_sm = 4 if interpret else _sm_count(q.device.index if q.device.index is not None else torch.cuda.current_device())
     return _Plan(relu=inhibit == "relu", lam=float(lam), tau=float(tau), alpha=float(alpha), eps=float(eps),
                  norm_eps=float(norm_eps), pow3=float(lam) == 3.0,
                  lowp=(q.dtype in (torch.float16, torch.bfloat16)) and not interpret, interpret=interpret,
@@ -166,10 +172,26 @@ def _pick(kind, d, dv, q, plan, run):
     return _tune.choose(kind, (d, dv, _dtype_key(q)), cands, run, q.device)
 
 
+_CHOSEN: dict[tuple, dict] = {}  # (kind, D, Dv, dtype, device) -> the config that ran: the steady-state fast path
+
+
 def _tuned_run(kind, d, dv, q, plan, run, reset=None):
     """Pick a config (timing the candidates on the first call of a shape class) and run it once for real.
     ``reset`` clears accumulated outputs after tuning trials (atomic kernels). A config that does not fit
-    the device (shared memory, registers) falls through to the next candidate."""
+    the device (shared memory, registers) falls through to the next candidate. Later calls of the shape
+    class go straight to the config that ran (host time matters: the kernels take tenths of a millisecond)."""
+    fast = None if plan.interpret else (kind, d, dv, q.dtype, q.device)
+    cfg = _CHOSEN.get(fast) if fast is not None else None
+    if cfg is not None:
+        run(cfg)
+        return cfg
+    cfg = _tuned_run_slow(kind, d, dv, q, plan, run, reset)
+    if fast is not None:
+        _CHOSEN[fast] = cfg
+    return cfg
+
+
+def _tuned_run_slow(kind, d, dv, q, plan, run, reset):
     cfg, tuned = _pick(kind, d, dv, q, plan, run)
     if tuned and reset is not None:
         reset()
@@ -210,13 +232,17 @@ def _flags(plan: _Plan, sin: torch.Tensor | None, d: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 # non-causal
 # ------------------------------------------------------------------------------------------------
+def _zero_workspaces(nseq: int, h: int, d: int, dv: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed fp32 (S, H, 2D, Dv) and (S, H, 2D) accumulators carved from one allocation (one memset)."""
+    flat = torch.zeros(nseq * h * 2 * d * (dv + 1), dtype=torch.float32, device=dev)
+    split = nseq * h * 2 * d * dv
+    return flat[:split].view(nseq, h, 2 * d, dv), flat[split:].view(nseq, h, 2 * d)
 def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
     kern = load_kernels(plan.interpret)
     b, n, h, d = q.shape
     dv = v.shape[-1]
     dev = q.device
-    sw = torch.zeros(plan.nseq, h, 2 * d, dv, dtype=torch.float32, device=dev)
-    mw = torch.zeros(plan.nseq, h, 2 * d, dtype=torch.float32, device=dev)
+    sw, mw = _zero_workspaces(plan.nseq, h, d, dv, dev)
     o = _empty((b, n, h, dv), q.dtype, dev)
     z = _empty((b, h, n), torch.float32, dev) if store_den else None  # denominators, for the backward
     has_rope = sin is not None
@@ -252,8 +278,7 @@ def _nc_backward(do, q, k, v, o, z, sin, cos, cu, sw, mw, plan: _Plan, need_q: b
     dv = v.shape[-1]
     dev = q.device
     do = _last_contig(do)
-    dsw = torch.zeros_like(sw)
-    dmw = torch.zeros_like(mw)
+    dsw, dmw = _zero_workspaces(plan.nseq, h, d, dv, dev)
     dq = _empty(q.shape, q.dtype, dev) if need_q else None
     has_rope = sin is not None
     sin_, cos_, cu_ = (sin if has_rope else q), (cos if has_rope else q), (cu if cu is not None else q)
@@ -333,14 +358,11 @@ def _c_segments(plan: _Plan, h: int) -> tuple[int, int]:
     return _cdiv(plan.max_len, seg_len), seg_len
 
 
-def _exclusive_prefix(t: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Exclusive prefix sum over dim 2 (segments), forward or from the end."""
-    zero = torch.zeros_like(t[:, :, :1])
-    if reverse:
-        inc = t.flip(2).cumsum(2).flip(2)
-        return torch.cat([inc[:, :, 1:], zero], 2), inc[:, :, 0]
-    inc = t.cumsum(2)
-    return torch.cat([zero, inc[:, :, :-1]], 2), inc[:, :, -1]
+def _exclusive_prefix(t: torch.Tensor, reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(exclusive prefix sum over dim 2 (segments), forward or from the end; the total). Inclusive minus self:
+    two launches instead of four (fp32 rounding of the difference is far below the fp32 tolerance)."""
+    inc = t.flip(2).cumsum(2).flip(2) if reverse else t.cumsum(2)
+    return inc - t, inc[:, :, 0] if reverse else inc[:, :, -1]
 
 
 def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan: _Plan, store_final: bool):
