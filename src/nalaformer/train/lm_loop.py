@@ -123,6 +123,7 @@ class LMRun:
         self.blocks, self.held = self._data()
         resume_dir = find_lm_checkpoint(cfg.resume, self.out_dir) if cfg.resume else None
         self.model = self._model(resume_dir)
+        self.num_params = sum(p.numel() for p in self.model.parameters())  # before FSDP shards them
         self.amp_dtype, self.scaler = _amp(cfg, self.env.device)
         self.wrapped = _wrap(self.model, self.env, cfg.distributed)
         self.optimizer = _optimizer(self.wrapped, self.model, cfg)
@@ -165,7 +166,7 @@ class LMRun:
         return self.cfg.batch_size * self.env.world_size * self.cfg.grad_accum * self.cfg.seq_len
 
     def describe(self) -> str:
-        params = sum(p.numel() for p in self.model.parameters())
+        params = self.num_params
         held = 0 if self.held is None else len(self.held)
         start = f"resuming at step {self.start_step}" if self.start_step else "from scratch"
         return (f"train-lm: {params / 1e6:.2f}M parameters, {len(self.blocks):,} train blocks x {self.cfg.seq_len} "
