@@ -162,6 +162,17 @@ def test_per_pair_rope_tables(causal):
     check(causal=causal, per_pair=True, inhibit="cosine" if causal else "relu", segments=[9, 0, 18, 3])
 
 
+@pytest.mark.parametrize("inhibit", ["relu", "cosine"])
+def test_noncausal_fused_q_side_backward(monkeypatch, inhibit):
+    """dq and dS/dm in one pass (a tuning candidate on the GPU), against the float64 reference."""
+    import nalaformer.ops.triton._ops as ops
+
+    monkeypatch.setattr(ops, "QSUM_MODE", "fused")
+    check(inhibit=inhibit, segments=[5, 0, 17, 1, 20] if inhibit == "relu" else None, per_pair=inhibit == "relu",
+          zero_rows=inhibit == "cosine")
+    check(dtype=torch.bfloat16, inhibit=inhibit, n=21, d=32, dv=16)
+
+
 @pytest.mark.parametrize("segments", [1, 2, 5])
 def test_causal_segments(monkeypatch, segments):
     """Causal sequences are cut into segments run in parallel (automatic: 3 here); pin other counts."""
@@ -297,6 +308,19 @@ def test_unsupported_falls_back_once():
 def test_gpu_shapes(rope, causal, inhibit, dtype):
     check("cuda", dtype, b=2, n=1031, h=3, d=64, dv=64, causal=causal, rope=rope is not None, inhibit=inhibit,
           per_pair=rope == "pairs")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("dims", [(16, 16), (32, 32), (64, 64), (128, 128)], ids=lambda x: f"d{x[0]}v{x[1]}")
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_gpu_fused_q_side_backward(monkeypatch, dims, dtype):
+    import nalaformer.ops.triton._ops as ops
+
+    monkeypatch.setattr(ops, "QSUM_MODE", "fused")
+    check("cuda", dtype, b=2, n=1031, h=3, d=dims[0], dv=dims[1], inhibit="cosine", per_pair=True)
+    check("cuda", dtype, h=2, d=dims[0], dv=dims[1], segments=[3, 700, 0, 129], zero_rows=True,
+          tol=2e-2 if dtype == torch.bfloat16 else None)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

@@ -7,6 +7,7 @@ keeps one fp32 denominator per token for the backward):
             out    per (split, head, sequence): phi_q, R phi_q -> o = (R phi_q)^T S/N / (phi_q . m/N + eps)
   backward  q      from the forward's o and den: g = dO / den, gden = -(g . o); dq = J^T (R^T S g + gden m)
             sum    recompute phi_q; dS = sum R phi_q g^T, dm = sum phi_q gden (atomics)
+            (q and sum also as one fused pass, ``nc_bwd_qsum``: the tuner times both forms)
             kv     recompute phi_k; dv = (R phi_k)^T dS / N, dk = J^T (R^T dS v / N + dm / N)
 Causal (chunkwise: intra-chunk quadratic part + running state). Each sequence is cut into segments that
 run in parallel: a per-segment sum pass (the non-causal state kernel, one slot per segment), an exclusive
@@ -34,6 +35,9 @@ __all__ = ["nala_attention_triton", "nala_decode_step_triton"]
 
 POISON = False  # tests set this: every buffer the kernels must fill starts as NaN
 INTERPRET_PREFETCH = True  # the interpreter's config: tests flip it to cover both loop forms
+# non-causal backward with dq and dk/dv wanted: one fused q-side pass or the two separate kernels.
+# None = the tuner times both (the separate pair when autotuning is off or in the interpreter)
+QSUM_MODE: str | None = None
 
 
 def _empty(shape, dtype, device) -> torch.Tensor:
@@ -127,7 +131,25 @@ def _candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
     return cands
 
 
+def _qsum_candidates(d: int, dv: int, plan: _Plan) -> list[dict]:
+    """The q side of the non-causal backward: the separate pair first (measured), then fused configs."""
+    separate = {"SEPARATE": True}
+    if plan.interpret:
+        fused = [_cfg(16, 4, 1, prefetch=INTERPRET_PREFETCH)]
+    elif not plan.lowp or d * dv >= 128 * 64:
+        fused = [_cfg(32, 8, 1), _cfg(16, 4, 2)]
+    else:
+        fused = [_cfg(64, 4, 2), _cfg(64, 8, 2)]
+    if QSUM_MODE == "fused":
+        return fused
+    if QSUM_MODE == "separate" or plan.interpret:
+        return [separate]
+    return [separate] + fused
+
+
 def _base_candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
+    if kind == "nc_bwd_qsum":
+        return _qsum_candidates(d, dv, plan)
     if plan.interpret:  # small blocks so that short test sequences still span several blocks
         return [_cfg(16, 4, 1, min(dv, 16) if kind in ("nc_state", "nc_out", "c_fwd", "c_segsum") else None,
                      prefetch=INTERPRET_PREFETCH)]
@@ -149,14 +171,20 @@ def _base_candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
         return [_cfg(64, 4, 2, wide, prefetch=False), _cfg(64, 4, 2, wide)]
     if kind == "nc_out":
         return [_cfg(64, 4, 2, wide), _cfg(64, 8, 2, wide, maxnreg=128, prefetch=False)]
+    # the q-side pair keeps one config each (the runners-up lost by 20-35%): the fused q-side candidates of
+    # nc_bwd_qsum take their compile time instead, so the cold start stays where it was
     if kind == "nc_bwd_q":
         if big:
             return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
-        return [_cfg(64, 4, 2), _cfg(32, 4, 2)]
-    if kind in ("nc_bwd_sum", "nc_bwd_kv"):
+        return [_cfg(64, 4, 2)]
+    if kind == "nc_bwd_sum":
         if big:
             return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
-        return [_cfg(64, 4, 2, prefetch=kind == "nc_bwd_sum"), _cfg(64, 4, 2, prefetch=kind != "nc_bwd_sum")]
+        return [_cfg(64, 4, 2)]
+    if kind == "nc_bwd_kv":
+        if big:
+            return [_cfg(32, 8, 1), _cfg(16, 4, 2)]
+        return [_cfg(64, 4, 2, prefetch=False), _cfg(64, 4, 2)]
     if kind == "c_fwd":
         cdv = dv if not big else 64  # value tiles below 64 crashed (illegal address) under triton 3.6
         return [_cfg(32, 4, 2, cdv), _cfg(64, 8, 2, cdv)]
@@ -180,7 +208,7 @@ def _tuned_run(kind, d, dv, q, plan, run, reset=None):
     ``reset`` clears accumulated outputs after tuning trials (atomic kernels). A config that does not fit
     the device (shared memory, registers) falls through to the next candidate. Later calls of the shape
     class go straight to the config that ran (host time matters: the kernels take tenths of a millisecond)."""
-    fast = None if plan.interpret else (kind, d, dv, q.dtype, q.device)
+    fast = None if plan.interpret else (kind, d, dv, q.dtype, q.device, QSUM_MODE)
     cfg = _CHOSEN.get(fast) if fast is not None else None
     if cfg is not None:
         run(cfg)
@@ -295,18 +323,34 @@ def _nc_backward(do, q, k, v, o, z, sin, cos, cu, sw, mw, plan: _Plan, need_q: b
                 n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, bps,
                 D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
 
-    if need_q:
-        _tuned_run("nc_bwd_q", d, dv, q, plan, run_q)
-    if not need_kv:
-        return dq, None, None
-
     def run_sum(cfg):
         split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
         _launch(kern.nc_bwd_sum_kernel, (split, h, plan.nseq), cfg, q, do, o, z, sin_, cos_, cu_, dsw, dmw,
                 *qargs, srn, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, bps,
                 D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
 
-    _tuned_run("nc_bwd_sum", d, dv, q, plan, run_sum, reset=lambda: (dsw.zero_(), dmw.zero_()))
+    def reset_sums():
+        dsw.zero_()
+        dmw.zero_()
+
+    def run_qsum(cfg):
+        if cfg.get("SEPARATE"):
+            _tuned_run("nc_bwd_q", d, dv, q, plan, run_q)
+            _tuned_run("nc_bwd_sum", d, dv, q, plan, run_sum, reset=reset_sums)
+            return
+        split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
+        _launch(kern.nc_bwd_qsum_kernel, (split, h, plan.nseq), cfg, q, do, o, z, sin_, cos_, cu_, sw, mw, dq,
+                dsw, dmw, *qargs, dq.stride(0), dq.stride(1), dq.stride(2), srn,
+                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, bps,
+                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
+
+    if need_q and need_kv:
+        _tuned_run("nc_bwd_qsum", d, dv, q, plan, run_qsum, reset=reset_sums)
+    elif need_q:
+        _tuned_run("nc_bwd_q", d, dv, q, plan, run_q)
+        return dq, None, None
+    else:
+        _tuned_run("nc_bwd_sum", d, dv, q, plan, run_sum, reset=reset_sums)
     dk = _empty(k.shape, k.dtype, dev)
     dvv = _empty(v.shape, v.dtype, dev)
 
