@@ -379,3 +379,27 @@ def test_gpu_decode_wired():
     o_ref, s_ref = nala_decode_step_torch(q.double(), k.double(), v.double(),
                                           NaLaState(st.kv.double(), st.k_sum.double(), st.count))
     assert _rel(o, o_ref) < 1e-5 and _rel(s.kv, s_ref.kv) < 1e-5 and torch.equal(s.count, s_ref.count)
+
+
+def test_torch_compile_runs_the_kernels_eagerly():
+    """torch.compile around the op: a graph break at the Triton path (it cannot be traced), same values and grads."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 20, 2, 16, requires_grad=True) for _ in range(3))
+    rope = rope_1d(20, 16, per_pair=True)
+
+    def f(q, k, v):
+        a = nala_attention(q.sin(), k, v, rope=rope, causal=True, backend="triton")
+        b = nala_attention(q, k.cos(), v, rope=rope, backend="triton")
+        return (a * 2 + b).relu()
+
+    torch._dynamo.reset()
+    out = torch.compile(f)(q, k, v)
+    out.sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    ref = f(q, k, v)
+    ref.sum().backward()
+    assert _rel(out, ref) < 1e-6
+    for g, t in zip(grads, (q, k, v)):
+        assert _rel(g, t.grad) < 1e-6

@@ -40,12 +40,16 @@ def unsupported_reason(q: torch.Tensor, v: torch.Tensor, rope=None, state=None) 
     return None
 
 
+# torch.compile runs these eagerly (a graph break around the op): dynamo cannot trace the launch planning,
+# autotuning and Triton launches, and the rest of a compiled model still compiles around them.
+@torch.compiler.disable
 def nala_attention_triton(q, k, v, **kwargs):
     from ._ops import nala_attention_triton as impl
 
     return impl(q, k, v, **kwargs)
 
 
+@torch.compiler.disable
 def nala_decode_step_triton(q, k, v, state, **kwargs):
     from ._ops import nala_decode_step_triton as impl
 
