@@ -165,3 +165,19 @@ def test_recipe_features_run_together(tmp_path, fashion_dir):
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])]
     assert len(changed) > 0.9 * len(before)
     assert 0.0 <= metrics["top1"] <= 1.0 and all(torch.isfinite(torch.tensor(x)) for x in losses(trainer.out))
+
+
+def test_compiled_run_trains_and_writes_plain_checkpoints(tmp_path, fashion_dir):
+    """--compile: the compiled model trains, and its checkpoints carry the plain model's keys (no _orig_mod.)."""
+    torch._dynamo.reset()
+    cfg = tiny_config(tmp_path, fashion_dir, epochs=1, max_train_batches=3, max_eval_batches=1, compile=True)
+    trainer = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    metrics = trainer.fit()
+    assert 0.0 <= metrics["top1"] <= 1.0
+    assert sum(not torch.equal(p.detach(), before[n]) for n, p in trainer.model.named_parameters()) > 0
+    weights = load_file(pathlib.Path(cfg.output_dir) / "checkpoints" / "epoch_0000" / "model.safetensors")
+    assert weights and not any(k.startswith("_orig_mod.") for k in weights)
+    resumed = Trainer(tiny_config(tmp_path, fashion_dir, epochs=2, max_train_batches=3, max_eval_batches=1,
+                                  resume="auto"))
+    assert resumed.start_epoch == 1

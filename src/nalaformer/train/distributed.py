@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "init_distributed", "wrap_model", "all_reduce_sum", "full_state_dict", "barrier",
+__all__ = ["DistEnv", "init_distributed", "wrap_model", "all_reduce_sum", "full_state_dict", "barrier", "uncompiled",
            "apply_gradients", "no_sync_if", "unwrap"]
 
 
@@ -62,7 +62,14 @@ def wrap_model(model: torch.nn.Module, env: DistEnv, strategy: str) -> torch.nn.
     raise ValueError(f"--distributed: expected 'ddp' or 'fsdp', got {strategy!r}")
 
 
+def uncompiled(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under a ``torch.compile`` wrapper (itself when not compiled)."""
+    return getattr(model, "_orig_mod", model)
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model under ``torch.compile`` and DDP/FSDP wrappers (its state-dict keys are the model's own)."""
+    model = uncompiled(model)
     return getattr(model, "module", model)
 
 
@@ -70,6 +77,7 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Unsharded state dict (gathered on every rank for FSDP; plain for DDP / single process)."""
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
+    model = uncompiled(model)
     if isinstance(model, FSDP):
         from torch.distributed.fsdp import FullStateDictConfig, StateDictType
 

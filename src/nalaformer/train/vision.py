@@ -209,10 +209,10 @@ class Trainer:
         self.num_params = sum(p.numel() for p in model.parameters())  # before FSDP shards them
         global_batch = cfg.batch_size * cfg.accum_steps * self.env.world_size
         self.lr = cfg.lr if cfg.lr is not None else cfg.lr_base * global_batch / cfg.lr_base_size
-        self.model = wrap_model(model, self.env, cfg.distributed)
-        if cfg.compile:
-            self.model = torch.compile(self.model)
-        self.optimizer = create_optimizer_v2(unwrap(self.model) if cfg.distributed == "ddp" else self.model,
+        # dist_model: the DDP/FSDP-wrapped model (state dicts, FSDP APIs); model: what runs (compiled or not)
+        self.dist_model = wrap_model(model, self.env, cfg.distributed)
+        self.model = torch.compile(self.dist_model) if cfg.compile else self.dist_model
+        self.optimizer = create_optimizer_v2(unwrap(self.model) if cfg.distributed == "ddp" else self.dist_model,
                                              opt=cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay,
                                              layer_decay=cfg.layer_decay)
         self.steps_per_epoch = len(self.data.train)
@@ -251,12 +251,12 @@ class Trainer:
     def _optimizer_state(self) -> dict:
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-        if isinstance(self.model, FSDP):
-            return FSDP.optim_state_dict(self.model, self.optimizer)
+        if isinstance(self.dist_model, FSDP):
+            return FSDP.optim_state_dict(self.dist_model, self.optimizer)
         return self.optimizer.state_dict()
 
     def _save(self, epoch: int, metrics: dict) -> None:
-        model_state = full_state_dict(self.model)
+        model_state = full_state_dict(self.dist_model)
         optim_state = self._optimizer_state()
         if not self.env.is_main:
             return
@@ -290,12 +290,12 @@ class Trainer:
                                   f"{sorted(missing)[:10]}, unexpected {sorted(unexpected)[:10]}")
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-        if isinstance(self.model, FSDP):
+        if isinstance(self.dist_model, FSDP):
             from torch.distributed.fsdp import FullStateDictConfig, StateDictType
 
-            with FSDP.state_dict_type(self.model, StateDictType.FULL_STATE_DICT, FullStateDictConfig()):
-                self.model.load_state_dict(model_state)
-            self.optimizer.load_state_dict(FSDP.optim_state_dict_to_load(self.model, self.optimizer,
+            with FSDP.state_dict_type(self.dist_model, StateDictType.FULL_STATE_DICT, FullStateDictConfig()):
+                self.dist_model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(FSDP.optim_state_dict_to_load(self.dist_model, self.optimizer,
                                                                          state["optimizer"]))
         else:
             target.load_state_dict(model_state)
