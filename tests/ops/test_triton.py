@@ -381,25 +381,55 @@ def test_gpu_decode_wired():
     assert _rel(o, o_ref) < 1e-5 and _rel(s.kv, s_ref.kv) < 1e-5 and torch.equal(s.count, s_ref.count)
 
 
-def test_torch_compile_runs_the_kernels_eagerly():
-    """torch.compile around the op: a graph break at the Triton path (it cannot be traced), same values and grads."""
+def _compiled_vs_eager(f, ins, fullgraph):
+    torch._dynamo.reset()
+    out = torch.compile(f, fullgraph=fullgraph)(*ins)
+    out.sum().backward()
+    grads = [t.grad.clone() for t in ins]
+    for t in ins:
+        t.grad = None
+    ref = f(*ins)
+    ref.sum().backward()
+    assert _rel(out, ref) < 1e-6
+    for g, t in zip(grads, ins):
+        assert _rel(g, t.grad) < 1e-6
+
+
+@pytest.mark.parametrize("inhibit", ["relu", "cosine"])
+def test_torch_compile_fullgraph_noncausal(inhibit):
+    """Under torch.compile the non-causal op is one custom-op node: the whole function compiles as one graph
+    (values and all gradients equal the eager run, packed sequences included)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 23, 2, 16, requires_grad=True) for _ in range(3))
+    rope = rope_1d(23, 16, per_pair=True)
+    cu = torch.tensor([0, 9, 9, 23], dtype=torch.int32)
+
+    def f(q, k, v):
+        a = nala_attention(q.sin(), k, v, rope=rope, inhibit=inhibit, backend="triton")
+        b = nala_attention(q, k.cos(), v, cu_seqlens=cu, inhibit=inhibit, backend="triton")
+        return (a * 2 + b).relu()
+
+    _compiled_vs_eager(f, [q, k, v], fullgraph=True)
+
+
+def test_torch_compile_causal_runs_eagerly_behind_a_graph_break():
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 20, 2, 16, requires_grad=True) for _ in range(3))
     rope = rope_1d(20, 16, per_pair=True)
 
     def f(q, k, v):
-        a = nala_attention(q.sin(), k, v, rope=rope, causal=True, backend="triton")
-        b = nala_attention(q, k.cos(), v, rope=rope, backend="triton")
-        return (a * 2 + b).relu()
+        return (nala_attention(q.sin(), k, v, rope=rope, causal=True, backend="triton") * 2).relu()
 
-    torch._dynamo.reset()
-    out = torch.compile(f)(q, k, v)
-    out.sum().backward()
-    grads = [t.grad.clone() for t in (q, k, v)]
-    for t in (q, k, v):
-        t.grad = None
-    ref = f(q, k, v)
-    ref.sum().backward()
-    assert _rel(out, ref) < 1e-6
-    for g, t in zip(grads, (q, k, v)):
-        assert _rel(g, t.grad) < 1e-6
+    _compiled_vs_eager(f, [q, k, v], fullgraph=False)
+
+
+def test_custom_ops_pass_opcheck():
+    """Schema, fake (shape) implementations and the registered backward of the non-causal custom ops."""
+    from nalaformer.ops.triton import _compiled  # noqa: F401  (registers the ops)
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 9, 2, 16, requires_grad=True) for _ in range(3))
+    sin, cos = rope_1d(9, 16, per_pair=True)
+    args = (q, k, v, sin, cos, None, "relu", 3.0, 0.5, 20.0, 1e-6, 1e-6, True)
+    torch.library.opcheck(torch.ops.nalaformer.nala_noncausal_fwd.default, args,
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))

@@ -107,6 +107,8 @@ def _check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor) -> i
         raise ValueError(f"cu_seqlens: expected device {q.device} like q, got {cu_seqlens.device}")
     if batch != 1:
         raise ValueError(f"cu_seqlens: packed sequences need batch size B = 1, got B = {batch}")
+    if torch.compiler.is_compiling():  # the values are data: checked in eager calls, not while tracing
+        return cu_seqlens.numel() - 1
     offsets = cu_seqlens.tolist()
     if offsets[0] != 0 or offsets[-1] != length:
         raise ValueError(f"cu_seqlens: expected offsets from 0 to N = {length}, got {offsets[0]} .. {offsets[-1]}")

@@ -7,7 +7,6 @@ interpreter, which the caller must opt into with ``TRITON_INTERPRET=1`` (tests o
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 
 import torch
@@ -19,13 +18,18 @@ SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-@functools.cache
+_TRITON_AVAILABLE: bool | None = None
+
+
 def triton_available() -> bool:
-    """Whether the ``triton`` package can be imported (checked without importing it)."""
-    try:
-        return importlib.util.find_spec("triton") is not None
-    except (ImportError, ValueError):
-        return False
+    """Whether the ``triton`` package can be imported (checked once, without importing it)."""
+    global _TRITON_AVAILABLE
+    if _TRITON_AVAILABLE is None:
+        try:
+            _TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+        except (ImportError, ValueError):
+            _TRITON_AVAILABLE = False
+    return _TRITON_AVAILABLE
 
 
 def unsupported_reason(q: torch.Tensor, v: torch.Tensor, rope=None, state=None) -> str | None:
@@ -40,17 +44,21 @@ def unsupported_reason(q: torch.Tensor, v: torch.Tensor, rope=None, state=None) 
     return None
 
 
-# torch.compile runs these eagerly (a graph break around the op): dynamo cannot trace the launch planning,
-# autotuning and Triton launches, and the rest of a compiled model still compiles around them.
-@torch.compiler.disable
 def nala_attention_triton(q, k, v, **kwargs):
-    from ._ops import nala_attention_triton as impl
-
+    """Eager: the autograd.Function path. Under torch.compile: the non-causal op is a custom op (one opaque
+    graph node, the model compiles as one graph); the causal op runs eagerly behind a graph break."""
+    if not torch.compiler.is_compiling():
+        from ._ops import nala_attention_triton as impl
+    elif not kwargs.get("causal", False):
+        from ._compiled import nala_noncausal_compiled as impl
+    else:
+        from ._ops import nala_attention_triton_eager as impl
     return impl(q, k, v, **kwargs)
 
 
-@torch.compiler.disable
 def nala_decode_step_triton(q, k, v, state, **kwargs):
-    from ._ops import nala_decode_step_triton as impl
-
+    if torch.compiler.is_compiling():
+        from ._ops import nala_decode_step_triton_eager as impl
+    else:
+        from ._ops import nala_decode_step_triton as impl
     return impl(q, k, v, state, **kwargs)

@@ -260,17 +260,27 @@ def _flags(plan: _Plan, sin: torch.Tensor | None, d: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 # non-causal
 # ------------------------------------------------------------------------------------------------
-def _zero_workspaces(nseq: int, h: int, d: int, dv: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zeroed fp32 (S, H, 2D, Dv) and (S, H, 2D) accumulators carved from one allocation (one memset)."""
-    flat = torch.zeros(nseq * h * 2 * d * (dv + 1), dtype=torch.float32, device=dev)
+def _workspace_size(nseq: int, h: int, d: int, dv: int) -> int:
+    return nseq * h * 2 * d * (dv + 1)
+
+
+def _split_workspace(flat: torch.Tensor, nseq: int, h: int, d: int, dv: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A flat fp32 buffer -> the (S, H, 2D, Dv) state sums and the (S, H, 2D) normalizer sums (views)."""
     split = nseq * h * 2 * d * dv
     return flat[:split].view(nseq, h, 2 * d, dv), flat[split:].view(nseq, h, 2 * d)
+
+
+def _zero_workspaces(nseq: int, h: int, d: int, dv: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed fp32 (S, H, 2D, Dv) and (S, H, 2D) accumulators carved from one allocation (one memset)."""
+    flat = torch.zeros(_workspace_size(nseq, h, d, dv), dtype=torch.float32, device=dev)
+    return _split_workspace(flat, nseq, h, d, dv)
 def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
     kern = load_kernels(plan.interpret)
     b, n, h, d = q.shape
     dv = v.shape[-1]
     dev = q.device
-    sw, mw = _zero_workspaces(plan.nseq, h, d, dv, dev)
+    flat = torch.zeros(_workspace_size(plan.nseq, h, d, dv), dtype=torch.float32, device=dev)
+    sw, mw = _split_workspace(flat, plan.nseq, h, d, dv)
     o = _empty((b, n, h, dv), q.dtype, dev)
     z = _empty((b, h, n), torch.float32, dev) if store_den else None  # denominators, for the backward
     has_rope = sin is not None
@@ -297,13 +307,14 @@ def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
                 D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], STORE_DEN=store_den, **fl)
 
     _tuned_run("nc_out", d, dv, q, plan, run_out)
-    return o, z, sw, mw
+    return o, z, flat  # flat: the S and m sums (_split_workspace)
 
 
-def _nc_backward(do, q, k, v, o, z, sin, cos, cu, sw, mw, plan: _Plan, need_q: bool, need_kv: bool):
+def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, plan: _Plan, need_q: bool, need_kv: bool):
     kern = load_kernels(plan.interpret)
     _, n, h, d = q.shape
     dv = v.shape[-1]
+    sw, mw = _split_workspace(flat, plan.nseq, h, d, dv)
     dev = q.device
     do = _last_contig(do)
     dsw, dmw = _zero_workspaces(plan.nseq, h, d, dv, dev)
@@ -370,17 +381,17 @@ class _NonCausal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, sin, cos, cu, plan):
         train = any(ctx.needs_input_grad[:3])
-        o, z, sw, mw = _nc_forward(q, k, v, sin, cos, cu, plan, store_den=train)
+        o, z, flat = _nc_forward(q, k, v, sin, cos, cu, plan, store_den=train)
         if train:
-            ctx.save_for_backward(q, k, v, o, z, sin, cos, cu, sw, mw)
+            ctx.save_for_backward(q, k, v, o, z, sin, cos, cu, flat)
         ctx.plan = plan
         return o
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, o, z, sin, cos, cu, sw, mw = ctx.saved_tensors
+        q, k, v, o, z, sin, cos, cu, flat = ctx.saved_tensors
         nq, nk, nv = ctx.needs_input_grad[:3]
-        dq, dk, dv = _nc_backward(do, q, k, v, o, z, sin, cos, cu, sw, mw, ctx.plan, nq, nk or nv)
+        dq, dk, dv = _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, ctx.plan, nq, nk or nv)
         return dq, dk, dv, None, None, None, None
 
 
@@ -651,3 +662,10 @@ def nala_decode_step_triton(q, k, v, state: NaLaState | None, *, rope=None, inhi
         HAS_STATE=has_state, num_warps=4 if d * block_dv >= 64 * 64 else 2)
     count = (cnt0.to(torch.int64) + 1) if has_state else torch.ones(bsz, dtype=torch.int64, device=dev)
     return o, NaLaState(s1, m1, count)
+
+
+# torch.compile runs these eagerly (a graph break around the op): dynamo cannot trace the launch planning,
+# autotuning and Triton launches. (Applied here, not where the package is imported: torch.compiler.disable
+# imports dynamo, which imports Triton, and `import nalaformer` must not.)
+nala_attention_triton_eager = torch.compiler.disable(nala_attention_triton)
+nala_decode_step_triton_eager = torch.compiler.disable(nala_decode_step_triton)
