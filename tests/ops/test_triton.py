@@ -382,9 +382,12 @@ def test_gpu_decode_wired():
 
 
 def _compiled_vs_eager(f, ins, fullgraph):
+    import torch._inductor.config as inductor_config
+
     torch._dynamo.reset()
-    out = torch.compile(f, fullgraph=fullgraph)(*ins)
-    out.sum().backward()
+    with inductor_config.patch(fx_graph_cache=False):  # nothing from other processes' caches
+        out = torch.compile(f, fullgraph=fullgraph)(*ins)
+        out.sum().backward()
     grads = [t.grad.clone() for t in ins]
     for t in ins:
         t.grad = None
@@ -412,13 +415,32 @@ def test_torch_compile_fullgraph_noncausal(inhibit):
     _compiled_vs_eager(f, [q, k, v], fullgraph=True)
 
 
-def test_torch_compile_causal_runs_eagerly_behind_a_graph_break():
+@pytest.mark.parametrize("batch", [2, 4])
+def test_torch_compile_fullgraph_causal_training_form(batch):
+    """The causal training form (no packing, no carried state) is a custom-op node too, with its segment
+    entry states passed from the forward to the backward (B=2: 2 segments per sequence here, B=4: 1)."""
+    import nalaformer.ops.triton._ops as ops
+
+    assert ops.CAUSAL_SEGMENTS is None  # automatic: follows from the shapes (what the fake shapes assume)
     torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 20, 2, 16, requires_grad=True) for _ in range(3))
-    rope = rope_1d(20, 16, per_pair=True)
+    q, k, v = (torch.randn(batch, 40, 2, 16, requires_grad=True) for _ in range(3))
+    rope = rope_1d(40, 16, per_pair=True)
 
     def f(q, k, v):
-        return (nala_attention(q.sin(), k, v, rope=rope, causal=True, backend="triton") * 2).relu()
+        return (nala_attention(q.sin(), k, v, rope=rope, causal=True, inhibit="cosine", backend="triton") * 2).relu()
+
+    _compiled_vs_eager(f, [q, k, v], fullgraph=True)
+
+
+def test_torch_compile_causal_with_state_runs_eagerly_behind_a_graph_break():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 20, 2, 16, requires_grad=True) for _ in range(3))
+    cu = torch.tensor([0, 7, 20], dtype=torch.int32)
+
+    def f(q, k, v):
+        o, state = nala_attention(q.sin(), k, v, causal=True, cu_seqlens=cu, output_final_state=True,
+                                  backend="triton")
+        return o.relu() + state.kv.sum()
 
     _compiled_vs_eager(f, [q, k, v], fullgraph=False)
 
@@ -431,5 +453,7 @@ def test_custom_ops_pass_opcheck():
     q, k, v = (torch.randn(2, 9, 2, 16, requires_grad=True) for _ in range(3))
     sin, cos = rope_1d(9, 16, per_pair=True)
     args = (q, k, v, sin, cos, None, "relu", 3.0, 0.5, 20.0, 1e-6, 1e-6, True)
-    torch.library.opcheck(torch.ops.nalaformer.nala_noncausal_fwd.default, args,
-                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    checks = ("test_schema", "test_faketensor", "test_autograd_registration")
+    torch.library.opcheck(torch.ops.nalaformer.nala_noncausal_fwd.default, args, test_utils=checks)
+    causal_args = (q, k, v, sin, cos, "cosine", 3.0, 0.5, 20.0, 1e-6, 1e-6)
+    torch.library.opcheck(torch.ops.nalaformer.nala_causal_fwd.default, causal_args, test_utils=checks)

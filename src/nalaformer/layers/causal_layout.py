@@ -129,6 +129,9 @@ def build_layout(
     tokens each row already holds in a cache: positions then continue from it (``position_ids`` is
     ignored, so right-padded rows stay exact) and packed documents are refused.
     """
+    if valid is None and cu_seqlens is None and position_ids is None and past_counts is None:
+        # a plain batch (training, scoring): every row one sequence from position 0, no device sync
+        return TokenLayout(batch, length, torch.arange(length, device=device).expand(batch, length))
     if valid is not None and bool(valid.all()):
         valid = None
     if length == 1 and valid is None and cu_seqlens is None:  # decoding: one real token per row, no sync

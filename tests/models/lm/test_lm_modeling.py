@@ -208,3 +208,36 @@ def test_cache_reorder_selects_rows():
     cache.reorder_cache(torch.tensor([2, 2, 0]))
     assert torch.equal(cache.states[0].nala.kv, before[[2, 2, 0]])
     assert cache.states[1].keys.shape[0] == 3
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_training_forward_compiles_as_one_graph(monkeypatch, backend):
+    """torch.compile(fullgraph=True) of a training step (loss, backward): no graph breaks (the Triton kernels as a
+    custom-op node; here in Triton's CPU interpreter), same loss and gradients as eager."""
+    import importlib.util
+
+    import torch._inductor.config as inductor_config
+
+    if backend == "triton":
+        if importlib.util.find_spec("triton") is None:
+            pytest.skip("triton is not installed")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    model = tiny_model("cosine", attn_backend=backend).train()
+    ids = random_ids(2, 24)
+
+    def loss_of(m, x):
+        return m(x, labels=x, use_cache=False).loss
+
+    torch._dynamo.reset()
+    with inductor_config.patch(fx_graph_cache=False):
+        loss = torch.compile(loss_of, fullgraph=True)(model, ids)
+        loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    ref = loss_of(model, ids)
+    ref.backward()
+    assert torch.allclose(loss, ref, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == {n for n, p in model.named_parameters() if p.grad is not None}
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(grads[n], p.grad, rtol=1e-4, atol=1e-6), n

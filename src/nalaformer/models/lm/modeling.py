@@ -30,9 +30,18 @@ from .configuration import NaLaConfig
 __all__ = ["NaLaPreTrainedModel", "NaLaModel", "NaLaForCausalLM", "output_cache", "enable_gradient_checkpointing"]
 
 
-def _cache_field(output_cls) -> str:
-    """transformers 5.17 names the output cache ``past_key_values``; later 5.x releases ``cache``."""
+def _field_of(output_cls) -> str:
     return "cache" if "cache" in {f.name for f in dataclasses.fields(output_cls)} else "past_key_values"
+
+
+# transformers 5.17 names the output cache ``past_key_values``; later 5.x releases ``cache``. Looked up once
+# here (torch.compile cannot trace dataclasses.fields on an output class).
+_CACHE_FIELDS = {cls: _field_of(cls) for cls in (BaseModelOutputWithPast, CausalLMOutputWithPast)}
+
+
+def _cache_field(output_cls) -> str:
+    field = _CACHE_FIELDS.get(output_cls)
+    return field if field is not None else _field_of(output_cls)
 
 
 def _with_cache(output_cls, cache, **fields):
@@ -170,7 +179,8 @@ class NaLaModel(NaLaPreTrainedModel):
             return inputs_embeds
         if input_ids.dim() != 2 or input_ids.numel() == 0:
             raise ValueError(f"input_ids: expected a non-empty (batch, length) tensor, got {tuple(input_ids.shape)}")
-        if bool(((input_ids < 0) | (input_ids >= self.config.vocab_size)).any()):
+        # (a data check, one sync: done in eager calls, skipped while torch.compile traces)
+        if not torch.compiler.is_compiling() and bool(((input_ids < 0) | (input_ids >= self.config.vocab_size)).any()):
             low, high = int(input_ids.min()), int(input_ids.max())
             raise ValueError(f"input_ids: token ids must lie in [0, vocab_size={self.config.vocab_size}), "
                              f"got values in [{low}, {high}]")

@@ -45,14 +45,20 @@ def unsupported_reason(q: torch.Tensor, v: torch.Tensor, rope=None, state=None) 
 
 
 def nala_attention_triton(q, k, v, **kwargs):
-    """Eager: the autograd.Function path. Under torch.compile: the non-causal op is a custom op (one opaque
-    graph node, the model compiles as one graph); the causal op runs eagerly behind a graph break."""
+    """Eager: the autograd.Function path. Under torch.compile: custom ops (one opaque graph node each, so the
+    model compiles as one graph) for the non-causal op and the causal training form; other causal calls
+    (packed sequences, carried state) run eagerly behind a graph break."""
     if not torch.compiler.is_compiling():
         from ._ops import nala_attention_triton as impl
     elif not kwargs.get("causal", False):
         from ._compiled import nala_noncausal_compiled as impl
     else:
-        from ._ops import nala_attention_triton_eager as impl
+        from ._compiled import causal_compilable
+
+        if causal_compilable(kwargs):
+            from ._compiled import nala_causal_compiled as impl
+        else:
+            from ._ops import nala_attention_triton_eager as impl
     return impl(q, k, v, **kwargs)
 
 
