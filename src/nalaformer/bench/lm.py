@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="for every model in training")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every model's training step (warm-up steps include the compilation)")
     parser.add_argument("--json", type=pathlib.Path, default=pathlib.Path("bench_lm.json"))
     parser.add_argument("--quick", action="store_true", help="tiny CPU smoke run (overrides sizes)")
 
@@ -137,7 +139,7 @@ def _oom_guard(fn):
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             return {"error": "OOM"}
-        except RuntimeError as exc:  # e.g. a kernel without support for this shape
+        except (RuntimeError, AssertionError) as exc:  # a kernel without this shape, a failed compilation
             return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
     return wrapper
 
@@ -145,9 +147,11 @@ def _oom_guard(fn):
 # -- measurements ----------------------------------------------------------------------------------------
 
 @_oom_guard
-def bench_training(model, context: int, tokens: int, device, dtype, iters: int, warmup: int) -> dict:
+def bench_training(model, context: int, tokens: int, device, dtype, iters: int, warmup: int,
+                   compile: bool = False) -> dict:
     """Training tokens/s (forward, backward, AdamW step) and peak memory at one context length."""
     batch = max(1, tokens // context)
+    forward = torch.compile(model) if compile else model
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (batch, context), device=device)
     model.train()
@@ -157,7 +161,7 @@ def bench_training(model, context: int, tokens: int, device, dtype, iters: int, 
     for i in range(warmup + iters):
         with (timer(times) if i >= warmup else contextlib.nullcontext()):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                loss = torch.nn.functional.cross_entropy(model(ids, use_cache=False).logits.flatten(0, 1).float(),
+                loss = torch.nn.functional.cross_entropy(forward(ids, use_cache=False).logits.flatten(0, 1).float(),
                                                          ids.flatten())
             loss.backward()
             opt.step()
@@ -288,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         entry = {"params": sum(p.numel() for p in model.parameters()), "train": {}, "decode": {}}
         for context in train_contexts:
             entry["train"][str(context)] = bench_training(model, context, args.train_tokens, device, dtype,
-                                                          args.iters, args.warmup)
+                                                          args.iters, args.warmup, args.compile)
         model.to(dtype)  # inference runs in the benchmark dtype (training used fp32 weights + autocast)
         for context in decode_contexts:
             entry["decode"][str(context)] = bench_decoding(model, context, args.decode_batch, args.decode_steps,

@@ -22,3 +22,12 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path, capsys):
     small, large = (nala["decode"][c]["cache_mib"] for c in sorted(nala["decode"], key=int))
     assert small == large  # NaLa's decode state does not grow with the context
     assert "nala/llama" in capsys.readouterr().out
+
+
+def test_quick_benchmark_with_compiled_training(tmp_path):
+    parser = argparse.ArgumentParser()
+    bench_lm.add_arguments(parser)
+    out = tmp_path / "bench.json"
+    assert bench_lm.run(parser.parse_args(["--quick", "--models", "nala", "--compile", "--json", str(out)])) == 0
+    train = json.loads(out.read_text())["models"]["nala"]["train"]
+    assert train and all("error" not in r and r["tokens_per_s"] > 0 for r in train.values())
