@@ -7,7 +7,8 @@
 In one run on one GPU: for every N the batch is ``tokens // N`` (the same number of tokens at each
 point), and each method is timed for the forward and for forward + backward with
 ``triton.testing.do_bench`` (medians), with its peak memory above the inputs. Non-causal and causal.
-Also the two target shapes (non-causal B16 H8 N4096 D64, causal B8 H16 T2048 D64), the cold start of
+Also the two target shapes (non-causal B16 H8 N4096 D64, causal B8 H16 T2048 D64) with the kernels'
+own time (CUDA-graph replay) and the host time per call beside the eager times, the cold start of
 the Triton path (compilation + autotuning of a shape class) and the error of the Triton path against
 the PyTorch path run in float32. Prints a table with ratios (method time / Triton time), writes
 ``attention.json`` and, when matplotlib is installed, ``attention.png`` to DIR.
@@ -143,6 +144,42 @@ class Runner:
         res["peak_mem_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
         return res
 
+    def time_gpu_and_host(self, method, causal, b, n, h, d):
+        """Target rows: the kernels' own time (the op captured in a CUDA graph and replayed: no host work) and
+        the host time to issue one call (wall time of many calls without synchronising). When the host time
+        exceeds the GPU time, eager timings measure the host."""
+        from triton.testing import do_bench_cudagraph
+
+        rope = rope_1d(n, d, device="cuda", per_pair=True)
+        fn = self.fn(method, causal, rope)
+        q, k, v = self.inputs(method, b, n, h, d, rope, seed=3)
+        do = torch.randn(b, n, h, d, device="cuda", dtype=self.dtype)
+
+        def fwd():
+            with torch.no_grad():
+                fn(q, k, v)
+
+        def step():
+            fn(q, k, v).backward(do)
+
+        res = {}
+        for name, f, grads in (("fwd", fwd, None), ("fwdbwd", step, [q, k, v])):
+            f()  # warm (tuned and compiled already)
+            torch.cuda.synchronize()
+            try:
+                res[f"graph_{name}_ms"] = do_bench_cudagraph(f, rep=200, grad_to_none=grads, return_mode="median")
+            except Exception as err:  # noqa: BLE001  (capture not possible for this method)
+                res[f"graph_{name}_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+            torch.cuda.synchronize()
+            reps = 100
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                f()
+            res[f"host_{name}_ms"] = (time.perf_counter() - t0) / reps * 1e3
+            torch.cuda.synchronize()
+            q.grad = k.grad = v.grad = None
+        return res
+
     def check_error(self, causal, b, n, h, d):
         """Triton (input dtype) against the PyTorch path on float32 copies of the same inputs."""
         rope = rope_1d(n, d, device="cuda", per_pair=True)
@@ -212,13 +249,16 @@ def main(argv=None) -> int:
             row = {"mode": mode, "B": b, "N": n, "H": th, "D": td, "target_ms": goal}
             try:
                 row.update(r.time_method("triton", causal, b, n, th, td))
+                row.update(r.time_gpu_and_host("triton", causal, b, n, th, td))
                 row["errors"] = r.check_error(causal, b, n, th, td)
             except Exception as err:  # noqa: BLE001
                 row["error"] = f"{type(err).__name__}: {err}"
                 traceback.print_exc()
             targets.append(row)
             print(f"[target] {mode} B{b} H{th} N{n} D{td}: fwd {_fmt(row.get('fwd_ms'))} ms, "
-                  f"fwd+bwd {_fmt(row.get('fwdbwd_ms'))} ms (target {goal} ms), first call "
+                  f"fwd+bwd {_fmt(row.get('fwdbwd_ms'))} ms (target {goal} ms), GPU time (CUDA graph) "
+                  f"{_fmt(row.get('graph_fwd_ms'))} / {_fmt(row.get('graph_fwdbwd_ms'))} ms, host issue time "
+                  f"{_fmt(row.get('host_fwd_ms'))} / {_fmt(row.get('host_fwdbwd_ms'))} ms, first call "
                   f"{_fmt(row.get('first_call_s'), 1)} s, errors {row.get('errors')}", flush=True)
 
     report = {"env": env, "targets": targets, "results": results, "notes": r.notes, "autotune": []}
@@ -282,13 +322,17 @@ def render_table(report: dict) -> str:
              f"H={env['heads']} D={env['dim']}, B*N={env['tokens']}, {env['date']}")
     lines = [title, ""]
     if report["targets"]:
-        lines += ["| target | shape | fwd ms | fwd+bwd ms | goal ms | first call s | err o / dq / dk / dv |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| target | shape | fwd ms | fwd+bwd ms | GPU time fwd / fwd+bwd ms | host issue fwd / fwd+bwd ms "
+                  "| goal ms | first call s | err o / dq / dk / dv |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for t in report["targets"]:
             e = t.get("errors") or {}
             errs = " / ".join(f"{e[k]:.1e}" for k in ("o", "dq", "dk", "dv") if k in e)
             lines.append(f"| {t['mode']} | B{t['B']} H{t['H']} N{t['N']} D{t['D']} | {_fmt(t.get('fwd_ms'))} | "
-                         f"{_fmt(t.get('fwdbwd_ms'))} | {t['target_ms']} | {_fmt(t.get('first_call_s'), 1)} | {errs} |")
+                         f"{_fmt(t.get('fwdbwd_ms'))} | {_fmt(t.get('graph_fwd_ms'))} / "
+                         f"{_fmt(t.get('graph_fwdbwd_ms'))} | {_fmt(t.get('host_fwd_ms'))} / "
+                         f"{_fmt(t.get('host_fwdbwd_ms'))} | {t['target_ms']} | {_fmt(t.get('first_call_s'), 1)} | "
+                         f"{errs} |")
         lines.append("")
     names = [m for m in METHODS if any(m in e["methods"] for e in report["results"])]
     cols = " | ".join(f"{m} fwd / fwd+bwd ms (x) / MiB" for m in names)
