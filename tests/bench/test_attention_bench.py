@@ -18,7 +18,9 @@ def _report():
              "methods": {"triton": {"fwd_ms": 0.25, "fwdbwd_ms": 1.0, "peak_mem_mb": 266},
                          "sdpa_cudnn": {"fwd_ms": 1.1, "fwdbwd_ms": 4.4, "peak_mem_mb": 388},
                          "compile": {"error": "boom"}}}
-    return {"env": env, "targets": [target], "results": [point], "notes": ["a note"]}
+    decode = [{"B": 1, "H": 16, "D": 64, "triton_graph_ms": 0.01, "triton_host_ms": 0.09, "torch_graph_ms": 0.05,
+               "torch_host_ms": 0.6, "error_o": 1e-3, "error_state": 1e-7}, {"B": 16, "error": "RuntimeError: x"}]
+    return {"env": env, "targets": [target], "decode": decode, "results": [point], "notes": ["a note"]}
 
 
 def test_table_has_targets_gpu_time_host_time_and_ratios():
@@ -26,6 +28,8 @@ def test_table_has_targets_gpu_time_host_time_and_ratios():
     assert "| noncausal | B16 H8 N4096 D64 | 0.250 | 1.200 | 0.230 / 0.800 | 0.340 / 1.200 | 0.5 | 13.0 |" in text
     assert "1.100 / 4.400 (4.40x) / 388" in text  # ratio to Triton's fwd+bwd
     assert "failed" in text and "note: a note" in text
+    assert "| B1 H16 D64 | 0.010 / 0.090 | 0.050 / 0.600 | 1.0e-03 / 1.0e-07 |" in text
+    assert "| B16 | failed: RuntimeError: x" in text
 
 
 def test_without_cuda_it_says_so(tmp_path, capsys):

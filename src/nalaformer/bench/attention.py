@@ -180,6 +180,40 @@ class Runner:
             q.grad = k.grad = v.grad = None
         return res
 
+    def time_decode(self, batch, h, d):
+        """One decode step (one token per sequence, a carried state): the Triton kernel against the PyTorch
+        decode, each by CUDA-graph replay (GPU time) and by host issue time; plus their difference."""
+        from triton.testing import do_bench_cudagraph
+
+        from nalaformer.ops.torch_impl import nala_decode_step_torch
+        from nalaformer.ops.triton import nala_decode_step_triton
+
+        g = torch.Generator(device="cuda").manual_seed(5)
+        q, k = (torch.randn(batch, h, d, device="cuda", generator=g, dtype=self.dtype) for _ in range(2))
+        v = torch.randn(batch, h, d, device="cuda", generator=g, dtype=self.dtype)
+        sin, cos = (t[7] for t in rope_1d(8, d, device="cuda", per_pair=True))
+        state = nala_decode_step_torch(q.float(), k.float(), v.float(), None)[1]
+        fns = {"triton": lambda: nala_decode_step_triton(q, k, v, state, rope=(sin, cos)),
+               "torch": lambda: nala_decode_step_torch(q, k, v, state, rope=(sin, cos))}
+        res = {"B": batch, "H": h, "D": d}
+        for name, f in fns.items():
+            f()
+            torch.cuda.synchronize()
+            try:
+                res[f"{name}_graph_ms"] = do_bench_cudagraph(f, rep=100, return_mode="median")
+            except Exception as err:  # noqa: BLE001
+                res[f"{name}_graph_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+            t0 = time.perf_counter()
+            for _ in range(200):
+                f()
+            res[f"{name}_host_ms"] = (time.perf_counter() - t0) / 200 * 1e3
+            torch.cuda.synchronize()
+        o_t, s_t = fns["triton"]()
+        o_r, s_r = fns["torch"]()
+        res["error_o"] = _rel(o_t, o_r)
+        res["error_state"] = _rel(s_t.kv, s_r.kv)
+        return res
+
     def check_error(self, causal, b, n, h, d):
         """Triton (input dtype) against the PyTorch path on float32 copies of the same inputs."""
         rope = rope_1d(n, d, device="cuda", per_pair=True)
@@ -261,7 +295,19 @@ def main(argv=None) -> int:
                   f"{_fmt(row.get('host_fwd_ms'))} / {_fmt(row.get('host_fwdbwd_ms'))} ms, first call "
                   f"{_fmt(row.get('first_call_s'), 1)} s, errors {row.get('errors')}", flush=True)
 
-    report = {"env": env, "targets": targets, "results": results, "notes": r.notes, "autotune": []}
+    decode = []
+    if not args.no_targets:
+        for batch in (1, 16):
+            try:
+                row = r.time_decode(batch, 16, args.dim)
+            except Exception as err:  # noqa: BLE001
+                row = {"B": batch, "error": f"{type(err).__name__}: {err}"}
+                traceback.print_exc()
+            decode.append(row)
+            print(f"[decode] {row}", flush=True)
+
+    report = {"env": env, "targets": targets, "decode": decode, "results": results, "notes": r.notes,
+              "autotune": []}
 
     def save():
         report["autotune"] = _tune.timings()
@@ -333,6 +379,17 @@ def render_table(report: dict) -> str:
                          f"{_fmt(t.get('graph_fwdbwd_ms'))} | {_fmt(t.get('host_fwd_ms'))} / "
                          f"{_fmt(t.get('host_fwdbwd_ms'))} | {t['target_ms']} | {_fmt(t.get('first_call_s'), 1)} | "
                          f"{errs} |")
+        lines.append("")
+    if report.get("decode"):
+        lines += ["| decode step | Triton GPU / host ms | PyTorch GPU / host ms | error o / state |",
+                  "|---|---|---|---|"]
+        for r in report["decode"]:
+            if "error" in r:
+                lines.append(f"| B{r['B']} | failed: {r['error'][:80]} | | |")
+                continue
+            lines.append(f"| B{r['B']} H{r['H']} D{r['D']} | {_fmt(r.get('triton_graph_ms'))} / "
+                         f"{_fmt(r.get('triton_host_ms'))} | {_fmt(r.get('torch_graph_ms'))} / "
+                         f"{_fmt(r.get('torch_host_ms'))} | {r['error_o']:.1e} / {r['error_state']:.1e} |")
         lines.append("")
     names = [m for m in METHODS if any(m in e["methods"] for e in report["results"])]
     cols = " | ".join(f"{m} fwd / fwd+bwd ms (x) / MiB" for m in names)
