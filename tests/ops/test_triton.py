@@ -432,6 +432,17 @@ def test_torch_compile_fullgraph_causal_training_form(batch):
     _compiled_vs_eager(f, [q, k, v], fullgraph=True)
 
 
+def test_torch_compile_still_rejects_bad_offsets():
+    """Tracing cannot look at cu_seqlens' values; the compiled op checks them when it runs."""
+    q, k, v = (torch.randn(1, 12, 2, 16) for _ in range(3))
+    bad = torch.tensor([0, 9, 5, 12], dtype=torch.int32)  # decreasing
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda q, k, v, cu: nala_attention(q, k, v, cu_seqlens=cu, backend="triton"),
+                             fullgraph=True)
+    with pytest.raises(ValueError, match="cu_seqlens: expected non-decreasing offsets"):
+        compiled(q, k, v, bad)
+
+
 def test_torch_compile_causal_with_state_runs_eagerly_behind_a_graph_break():
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 20, 2, 16, requires_grad=True) for _ in range(3))

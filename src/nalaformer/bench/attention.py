@@ -48,6 +48,28 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
+def _gpu_and_host_ms(f, graph_key: str, host_key: str, grads=None, reps: int = 100) -> dict:
+    """``f``'s GPU time alone (captured in a CUDA graph and replayed; ``{graph_key}_ms``, or
+    ``{graph_key}_error`` when it cannot be captured) and its host issue time (``{host_key}_ms``: wall time
+    of ``reps`` calls without synchronising). ``f`` is warm (compiled, tuned)."""
+    from triton.testing import do_bench_cudagraph
+
+    res = {}
+    f()
+    torch.cuda.synchronize()
+    try:
+        res[f"{graph_key}_ms"] = do_bench_cudagraph(f, rep=200, grad_to_none=grads, return_mode="median")
+    except Exception as err:  # noqa: BLE001  (capture not possible for this function)
+        res[f"{graph_key}_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        f()
+    res[f"{host_key}_ms"] = (time.perf_counter() - t0) / reps * 1e3
+    torch.cuda.synchronize()
+    return res
+
+
 class Runner:
     def __init__(self, args):
         self.args = args
@@ -148,8 +170,6 @@ class Runner:
         """Target rows: the kernels' own time (the op captured in a CUDA graph and replayed: no host work) and
         the host time to issue one call (wall time of many calls without synchronising). When the host time
         exceeds the GPU time, eager timings measure the host."""
-        from triton.testing import do_bench_cudagraph
-
         rope = rope_1d(n, d, device="cuda", per_pair=True)
         fn = self.fn(method, causal, rope)
         q, k, v = self.inputs(method, b, n, h, d, rope, seed=3)
@@ -164,27 +184,13 @@ class Runner:
 
         res = {}
         for name, f, grads in (("fwd", fwd, None), ("fwdbwd", step, [q, k, v])):
-            f()  # warm (tuned and compiled already)
-            torch.cuda.synchronize()
-            try:
-                res[f"graph_{name}_ms"] = do_bench_cudagraph(f, rep=200, grad_to_none=grads, return_mode="median")
-            except Exception as err:  # noqa: BLE001  (capture not possible for this method)
-                res[f"graph_{name}_error"] = f"{type(err).__name__}: {str(err)[:200]}"
-            torch.cuda.synchronize()
-            reps = 100
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                f()
-            res[f"host_{name}_ms"] = (time.perf_counter() - t0) / reps * 1e3
-            torch.cuda.synchronize()
+            res.update(_gpu_and_host_ms(f, f"graph_{name}", f"host_{name}", grads))
             q.grad = k.grad = v.grad = None
         return res
 
     def time_decode(self, batch, h, d):
         """One decode step (one token per sequence, a carried state): the Triton kernel against the PyTorch
         decode, each by CUDA-graph replay (GPU time) and by host issue time; plus their difference."""
-        from triton.testing import do_bench_cudagraph
-
         from nalaformer.ops.torch_impl import nala_decode_step_torch
         from nalaformer.ops.triton import nala_decode_step_triton
 
@@ -197,17 +203,7 @@ class Runner:
                "torch": lambda: nala_decode_step_torch(q, k, v, state, rope=(sin, cos))}
         res = {"B": batch, "H": h, "D": d}
         for name, f in fns.items():
-            f()
-            torch.cuda.synchronize()
-            try:
-                res[f"{name}_graph_ms"] = do_bench_cudagraph(f, rep=100, return_mode="median")
-            except Exception as err:  # noqa: BLE001
-                res[f"{name}_graph_error"] = f"{type(err).__name__}: {str(err)[:200]}"
-            t0 = time.perf_counter()
-            for _ in range(200):
-                f()
-            res[f"{name}_host_ms"] = (time.perf_counter() - t0) / 200 * 1e3
-            torch.cuda.synchronize()
+            res.update(_gpu_and_host_ms(f, f"{name}_graph", f"{name}_host"))
         o_t, s_t = fns["triton"]()
         o_r, s_r = fns["torch"]()
         res["error_o"] = _rel(o_t, o_r)

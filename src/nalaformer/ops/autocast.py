@@ -9,6 +9,8 @@ import torch
 
 __all__ = ["autocast_disabled", "outside_autocast"]
 
+_NO_OP = contextlib.nullcontext()  # reusable: the common case (autocast off) allocates nothing
+
 
 def autocast_disabled(device_type: str):
     """A context that turns autocast off for ``device_type`` (no-op when it is off or unknown)."""
@@ -17,8 +19,8 @@ def autocast_disabled(device_type: str):
     except TypeError:  # torch < 2.4: no per-device query
         enabled = torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
     except RuntimeError:  # a device type autocast does not know (e.g. meta)
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, enabled=False) if enabled else contextlib.nullcontext()
+        return _NO_OP
+    return torch.autocast(device_type, enabled=False) if enabled else _NO_OP
 
 
 def outside_autocast(fn):

@@ -9,7 +9,7 @@ import torch
 from .feature_maps import INHIBIT_MODES
 from .state import NaLaState
 
-__all__ = ["NaLaProblem", "validate_nala_inputs", "validate_decode_inputs", "BACKENDS"]
+__all__ = ["NaLaProblem", "validate_nala_inputs", "validate_decode_inputs", "check_cu_seqlens", "BACKENDS"]
 
 BACKENDS = ("auto", "torch", "reference", "triton")
 
@@ -96,7 +96,9 @@ def _check_state(state, num_seqs: int, heads: int, head_dim: int, value_dim: int
         raise TypeError(f"{arg}.count: expected an integer tensor, got {count.dtype}")
 
 
-def _check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor) -> int:
+def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor) -> int:
+    """Packed-sequence offsets: type, shape, device, batch 1, values from 0 to N, non-decreasing. While
+    torch.compile traces, the values (data) are checked when the op runs instead."""
     if not isinstance(cu_seqlens, torch.Tensor):
         raise TypeError(f"cu_seqlens: expected an int32/int64 tensor, got {type(cu_seqlens).__name__}")
     if cu_seqlens.dtype not in (torch.int32, torch.int64):
@@ -140,7 +142,7 @@ def validate_nala_inputs(
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if not isinstance(causal, bool):
         raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
-    num_seqs = batch if cu_seqlens is None else _check_cu_seqlens(cu_seqlens, batch, length, q)
+    num_seqs = batch if cu_seqlens is None else check_cu_seqlens(cu_seqlens, batch, length, q)
     if rope is not None:
         _check_rope(rope, ((length,),), head_dim, q, "one row per token")
     if not causal and (initial_state is not None or output_final_state):

@@ -23,8 +23,9 @@ import torch
 from torch import Tensor
 
 from ..autocast import outside_autocast
-from ._ops import _c_backward, _c_forward, _c_segments, _last_contig, _make_plan, _nc_backward, _nc_forward, \
-    _workspace_size
+from ..validation import check_cu_seqlens
+from ._ops import _c_backward, _c_forward, _c_segments, _make_plan, _nc_backward, _nc_forward, _workspace_size, \
+    prepare_inputs
 
 __all__ = ["nala_noncausal_compiled", "nala_causal_compiled", "causal_compilable"]
 
@@ -37,6 +38,8 @@ def _nseq(q: Tensor, cu: Optional[Tensor]) -> int:
 def _fwd(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor], cu: Optional[Tensor],
          inhibit: str, lam: float, tau: float, alpha: float, eps: float, norm_eps: float,
          store_den: bool) -> tuple[Tensor, Tensor, Tensor]:
+    if cu is not None:  # the offsets' values: tracing skipped their check (data), it runs here, on real tensors
+        check_cu_seqlens(cu, q.shape[0], q.shape[1], q)
     plan = _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu)
     o, z, flat = _nc_forward(q, k, v, sin, cos, cu, plan, store_den)
     return o, (z if z is not None else q.new_empty(0, dtype=torch.float32)), flat
@@ -93,9 +96,7 @@ _fwd.register_autograd(_backward, setup_context=_setup_context)
 def nala_noncausal_compiled(q, k, v, *, rope=None, inhibit="relu", lam=3.0, tau=0.5, alpha=20.0, eps=1e-6,
                             norm_eps=1e-6, cu_seqlens=None, **_unused) -> Tensor:
     """Non-causal ``nala_attention`` (validated inputs) through the custom ops: o (B, N, H, Dv)."""
-    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
-    sin, cos = (None, None) if rope is None else (_last_contig(rope[0]), _last_contig(rope[1]))
-    cu = None if cu_seqlens is None else cu_seqlens.contiguous()
+    q, k, v, sin, cos, cu = prepare_inputs(q, k, v, rope, cu_seqlens)
     train = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     o, _z, _w = _fwd(q, k, v, sin, cos, cu, inhibit, float(lam), float(tau), float(alpha), float(eps),
                      float(norm_eps), train)
@@ -173,8 +174,7 @@ def causal_compilable(kwargs: dict) -> bool:
 def nala_causal_compiled(q, k, v, *, rope=None, inhibit="relu", lam=3.0, tau=0.5, alpha=20.0, eps=1e-6,
                          norm_eps=1e-6, **_unused) -> Tensor:
     """Causal ``nala_attention`` in its training form (validated inputs) through the custom ops."""
-    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
-    sin, cos = (None, None) if rope is None else (_last_contig(rope[0]), _last_contig(rope[1]))
+    q, k, v, sin, cos, _ = prepare_inputs(q, k, v, rope, None)
     o, _z, _s0, _m0 = _cfwd(q, k, v, sin, cos, inhibit, float(lam), float(tau), float(alpha), float(eps),
                             float(norm_eps))
     return o

@@ -503,109 +503,18 @@ def _nc_out_grads(dobase, obase, zbase, rows, sdon, son, mask, DV: tl.constexpr,
 
 
 @triton.jit
-def nc_bwd_sum_kernel(
-    Q, DO, O, Z, SIN, COS, CU, DSW, DMW,
-    sqb, sqn, sqh, sdob, sdon, sdoh, sob, son, soh, srn,
-    N, H, lam, tau, alpha, norm_eps, blocks_per_split,
-    D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr, PREFETCH: tl.constexpr,
-):
-    """dS = sum_i R phi_q_i g_i^T and dm = sum_i phi_q_i gden_i (fp32 atomics into workspaces)."""
-    pid_split = tl.program_id(0)
-    h = tl.program_id(1)
-    s = tl.program_id(2)
-    b, start, end = _seq_bounds(CU, s, N, VARLEN)
-    lo = start + pid_split * blocks_per_split * BLOCK_N
-    hi = tl.minimum(lo + blocks_per_split * BLOCK_N, end)
-    if lo < hi:
-        sh = (s * H + h).to(tl.int64)
-        qbase = Q + b * sqb + h * sqh
-        dobase = DO + b * sdob + h * sdoh
-        obase = O + b * sob + h * soh
-        zbase = Z + (b * H + h) * N
-        offs = tl.arange(0, BLOCK_N)
-        ds_e = tl.zeros((D, DV), tl.float32)
-        ds_o = tl.zeros((D, DV), tl.float32)
-        dm0e = tl.zeros((D // 2,), tl.float32)
-        dm1e = tl.zeros((D // 2,), tl.float32)
-        dm0o = tl.zeros((D // 2,), tl.float32)
-        dm1o = tl.zeros((D // 2,), tl.float32)
-        q_nx = _prefetch_first(qbase, lo + offs, hi, sqn, D, PREFETCH)
-        for n0 in range(lo, hi, BLOCK_N):
-            rows = n0 + offs
-            mask = rows < hi
-            g, gden = _nc_out_grads(dobase, obase, zbase, rows, sdon, son, mask, DV, BLOCK_N)
-            qe, qo, q_nx = _fetch(qbase, rows, hi, sqn, q_nx, BLOCK_N, D, PREFETCH)
-            h0e, h1e, h0o, h1o = _q_features(qe, qo, lam, tau, alpha, norm_eps, RELU)
-            re, ro = _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE, LOWP)
-            gd = gden[:, None]
-            dm0e += tl.sum(h0e * gd, 0)
-            dm1e += tl.sum(h1e * gd, 0)
-            dm0o += tl.sum(h0o * gd, 0)
-            dm1o += tl.sum(h1o * gd, 0)
-            g = _op(g, LOWP)
-            ds_e = _dot(tl.trans(re), g, ds_e, LOWP)
-            ds_o = _dot(tl.trans(ro), g, ds_o, LOWP)
-        _store_state(DSW + sh * (2 * D * DV), DV, 0, ds_e, ds_o, D, DV, True)
-        _store_m(DMW + sh * (2 * D), dm0e, dm1e, dm0o, dm1o, D, True)
-
-
-@triton.jit
-def nc_bwd_q_kernel(
-    Q, DO, O, Z, SIN, COS, CU, SW, MW, DQ,
-    sqb, sqn, sqh, sdob, sdon, sdoh, sob, son, soh, sdqb, sdqn, sdqh, srn,
-    N, H, lam, tau, alpha, norm_eps, blocks_per_split,
-    D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr, PREFETCH: tl.constexpr,
-):
-    """dq = J_q^T (R^T S g + gden m): needs only the forward's S and m."""
-    pid_split = tl.program_id(0)
-    h = tl.program_id(1)
-    s = tl.program_id(2)
-    b, start, end = _seq_bounds(CU, s, N, VARLEN)
-    lo = start + pid_split * blocks_per_split * BLOCK_N
-    hi = tl.minimum(lo + blocks_per_split * BLOCK_N, end)
-    if lo < hi:
-        inv_len = 1.0 / (end - start).to(tl.float32)
-        sh = (s * H + h).to(tl.int64)
-        s_e, s_o = _load_state(SW + sh * (2 * D * DV), DV, 0, inv_len, D, DV)
-        s_e = _op(s_e, LOWP)
-        s_o = _op(s_o, LOWP)
-        m0e, m1e, m0o, m1o = _load_m(MW + sh * (2 * D), inv_len, D)
-        qbase = Q + b * sqb + h * sqh
-        dobase = DO + b * sdob + h * sdoh
-        dqbase = DQ + b * sdqb + h * sdqh
-        obase = O + b * sob + h * soh
-        zbase = Z + (b * H + h) * N
-        offs = tl.arange(0, BLOCK_N)
-        q_nx = _prefetch_first(qbase, lo + offs, hi, sqn, D, PREFETCH)
-        for n0 in range(lo, hi, BLOCK_N):
-            rows = n0 + offs
-            mask = rows < hi
-            g, gden = _nc_out_grads(dobase, obase, zbase, rows, sdon, son, mask, DV, BLOCK_N)
-            g = _op(g, LOWP)
-            dre = _dot(g, tl.trans(s_e), None, LOWP)
-            dro = _dot(g, tl.trans(s_o), None, LOWP)
-            g0e, g1e, g0o, g1o = _grad_rot(dre, dro, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE)
-            gd = gden[:, None]
-            g0e += gd * m0e[None, :]
-            g1e += gd * m1e[None, :]
-            g0o += gd * m0o[None, :]
-            g1o += gd * m1o[None, :]
-            qe, qo, q_nx = _fetch(qbase, rows, hi, sqn, q_nx, BLOCK_N, D, PREFETCH)
-            dqe, dqo = _q_features_bwd(qe, qo, g0e, g1e, g0o, g1o, lam, tau, alpha, norm_eps, RELU)
-            _store_tile(dqbase, rows, sdqn, 0, mask, _join(dqe, dqo, BLOCK_N, D), BLOCK_N, D)
-
-
-@triton.jit
-def nc_bwd_qsum_kernel(
+def nc_bwd_qside_kernel(
     Q, DO, O, Z, SIN, COS, CU, SW, MW, DQ, DSW, DMW,
     sqb, sqn, sqh, sdob, sdon, sdoh, sob, son, soh, sdqb, sdqn, sdqh, srn,
     N, H, lam, tau, alpha, norm_eps, blocks_per_split,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr, PREFETCH: tl.constexpr,
+    DQ_OUT: tl.constexpr, SUMS: tl.constexpr,
 ):
-    """nc_bwd_q_kernel and nc_bwd_sum_kernel in one pass: q, dO, o are read and phi_q is computed once."""
+    """The q side of the non-causal backward, from the forward's o and denominator (g = dO / den,
+    gden = -(g . o)). DQ_OUT: dq = J_q^T (R^T S g + gden m) (needs only the forward's S and m). SUMS:
+    dS = sum_i R phi_q_i g_i^T, dm = sum_i phi_q_i gden_i (fp32 atomics into workspaces). Both in one launch
+    read q, dO, o and compute phi_q once."""
     pid_split = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.program_id(2)
@@ -613,53 +522,58 @@ def nc_bwd_qsum_kernel(
     lo = start + pid_split * blocks_per_split * BLOCK_N
     hi = tl.minimum(lo + blocks_per_split * BLOCK_N, end)
     if lo < hi:
-        inv_len = 1.0 / (end - start).to(tl.float32)
         sh = (s * H + h).to(tl.int64)
-        s_e, s_o = _load_state(SW + sh * (2 * D * DV), DV, 0, inv_len, D, DV)
-        s_e = _op(s_e, LOWP)
-        s_o = _op(s_o, LOWP)
-        m0e, m1e, m0o, m1o = _load_m(MW + sh * (2 * D), inv_len, D)
+        if DQ_OUT:
+            inv_len = 1.0 / (end - start).to(tl.float32)
+            s_e, s_o = _load_state(SW + sh * (2 * D * DV), DV, 0, inv_len, D, DV)
+            s_e = _op(s_e, LOWP)
+            s_o = _op(s_o, LOWP)
+            m0e, m1e, m0o, m1o = _load_m(MW + sh * (2 * D), inv_len, D)
+        if SUMS:
+            ds_e = tl.zeros((D, DV), tl.float32)
+            ds_o = tl.zeros((D, DV), tl.float32)
+            dm0e = tl.zeros((D // 2,), tl.float32)
+            dm1e = tl.zeros((D // 2,), tl.float32)
+            dm0o = tl.zeros((D // 2,), tl.float32)
+            dm1o = tl.zeros((D // 2,), tl.float32)
         qbase = Q + b * sqb + h * sqh
         dobase = DO + b * sdob + h * sdoh
         obase = O + b * sob + h * soh
         dqbase = DQ + b * sdqb + h * sdqh
         zbase = Z + (b * H + h) * N
         offs = tl.arange(0, BLOCK_N)
-        ds_e = tl.zeros((D, DV), tl.float32)
-        ds_o = tl.zeros((D, DV), tl.float32)
-        dm0e = tl.zeros((D // 2,), tl.float32)
-        dm1e = tl.zeros((D // 2,), tl.float32)
-        dm0o = tl.zeros((D // 2,), tl.float32)
-        dm1o = tl.zeros((D // 2,), tl.float32)
         q_nx = _prefetch_first(qbase, lo + offs, hi, sqn, D, PREFETCH)
         for n0 in range(lo, hi, BLOCK_N):
             rows = n0 + offs
             mask = rows < hi
-            qe, qo, q_nx = _fetch(qbase, rows, hi, sqn, q_nx, BLOCK_N, D, PREFETCH)
             g, gden = _nc_out_grads(dobase, obase, zbase, rows, sdon, son, mask, DV, BLOCK_N)
             gd = gden[:, None]
             g = _op(g, LOWP)
-            # the sums: dS += R phi_q g^T, dm += phi_q gden
-            h0e, h1e, h0o, h1o = _q_features(qe, qo, lam, tau, alpha, norm_eps, RELU)
-            dm0e += tl.sum(h0e * gd, 0)
-            dm1e += tl.sum(h1e * gd, 0)
-            dm0o += tl.sum(h0o * gd, 0)
-            dm1o += tl.sum(h1o * gd, 0)
-            re, ro = _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE, LOWP)
-            ds_e = _dot(tl.trans(re), g, ds_e, LOWP)
-            ds_o = _dot(tl.trans(ro), g, ds_o, LOWP)
-            # dq = J^T (R^T S g + gden m)
-            dre = _dot(g, tl.trans(s_e), None, LOWP)
-            dro = _dot(g, tl.trans(s_o), None, LOWP)
-            g0e, g1e, g0o, g1o = _grad_rot(dre, dro, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE)
-            g0e += gd * m0e[None, :]
-            g1e += gd * m1e[None, :]
-            g0o += gd * m0o[None, :]
-            g1o += gd * m1o[None, :]
-            dqe, dqo = _q_features_bwd(qe, qo, g0e, g1e, g0o, g1o, lam, tau, alpha, norm_eps, RELU)
-            _store_tile(dqbase, rows, sdqn, 0, mask, _join(dqe, dqo, BLOCK_N, D), BLOCK_N, D)
-        _store_state(DSW + sh * (2 * D * DV), DV, 0, ds_e, ds_o, D, DV, True)
-        _store_m(DMW + sh * (2 * D), dm0e, dm1e, dm0o, dm1o, D, True)
+            if SUMS:
+                qe, qo, q_nx = _fetch(qbase, rows, hi, sqn, q_nx, BLOCK_N, D, PREFETCH)
+                h0e, h1e, h0o, h1o = _q_features(qe, qo, lam, tau, alpha, norm_eps, RELU)
+                dm0e += tl.sum(h0e * gd, 0)
+                dm1e += tl.sum(h1e * gd, 0)
+                dm0o += tl.sum(h0o * gd, 0)
+                dm1o += tl.sum(h1o * gd, 0)
+                re, ro = _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE, LOWP)
+                ds_e = _dot(tl.trans(re), g, ds_e, LOWP)
+                ds_o = _dot(tl.trans(ro), g, ds_o, LOWP)
+            if DQ_OUT:
+                dre = _dot(g, tl.trans(s_e), None, LOWP)
+                dro = _dot(g, tl.trans(s_o), None, LOWP)
+                g0e, g1e, g0o, g1o = _grad_rot(dre, dro, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE)
+                g0e += gd * m0e[None, :]
+                g1e += gd * m1e[None, :]
+                g0o += gd * m0o[None, :]
+                g1o += gd * m1o[None, :]
+                if not SUMS:  # dq alone: load q late (shorter live range)
+                    qe, qo, q_nx = _fetch(qbase, rows, hi, sqn, q_nx, BLOCK_N, D, PREFETCH)
+                dqe, dqo = _q_features_bwd(qe, qo, g0e, g1e, g0o, g1o, lam, tau, alpha, norm_eps, RELU)
+                _store_tile(dqbase, rows, sdqn, 0, mask, _join(dqe, dqo, BLOCK_N, D), BLOCK_N, D)
+        if SUMS:
+            _store_state(DSW + sh * (2 * D * DV), DV, 0, ds_e, ds_o, D, DV, True)
+            _store_m(DMW + sh * (2 * D), dm0e, dm1e, dm0o, dm1o, D, True)
 
 
 @triton.jit

@@ -7,7 +7,7 @@ keeps one fp32 denominator per token for the backward):
             out    per (split, head, sequence): phi_q, R phi_q -> o = (R phi_q)^T S/N / (phi_q . m/N + eps)
   backward  q      from the forward's o and den: g = dO / den, gden = -(g . o); dq = J^T (R^T S g + gden m)
             sum    recompute phi_q; dS = sum R phi_q g^T, dm = sum phi_q gden (atomics)
-            (q and sum also as one fused pass, ``nc_bwd_qsum``: the tuner times both forms)
+            (q and sum are one kernel, ``nc_bwd_qside``, launched for either or, fused, for both)
             kv     recompute phi_k; dv = (R phi_k)^T dS / N, dk = J^T (R^T dS v / N + dm / N)
 Causal (chunkwise: intra-chunk quadratic part + running state). Each sequence is cut into segments that
 run in parallel: a per-segment sum pass (the non-causal state kernel, one slot per segment), an exclusive
@@ -57,6 +57,13 @@ def _last_contig(t: torch.Tensor | None) -> torch.Tensor | None:
     if t is None:
         return None
     return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def prepare_inputs(q, k, v, rope, cu_seqlens):
+    """Unit last-dim strides for q, k, v and the tables, contiguous offsets: (q, k, v, sin, cos, cu)."""
+    sin, cos = (None, None) if rope is None else (_last_contig(rope[0]), _last_contig(rope[1]))
+    cu = None if cu_seqlens is None else cu_seqlens.contiguous()
+    return _last_contig(q), _last_contig(k), _last_contig(v), sin, cos, cu
 
 
 @dataclass(frozen=True)
@@ -273,17 +280,17 @@ def _split_workspace(flat: torch.Tensor, nseq: int, h: int, d: int, dv: int) -> 
     return flat[:split].view(nseq, h, 2 * d, dv), flat[split:].view(nseq, h, 2 * d)
 
 
-def _zero_workspaces(nseq: int, h: int, d: int, dv: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zeroed fp32 (S, H, 2D, Dv) and (S, H, 2D) accumulators carved from one allocation (one memset)."""
+def _zero_workspaces(nseq: int, h: int, d: int, dv: int, dev) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zeroed fp32 (S, H, 2D, Dv) and (S, H, 2D) accumulators carved from one allocation (one memset):
+    (the flat buffer, the state sums, the normalizer sums)."""
     flat = torch.zeros(_workspace_size(nseq, h, d, dv), dtype=torch.float32, device=dev)
-    return _split_workspace(flat, nseq, h, d, dv)
+    return (flat, *_split_workspace(flat, nseq, h, d, dv))
 def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
     kern = load_kernels(plan.interpret)
     b, n, h, d = q.shape
     dv = v.shape[-1]
     dev = q.device
-    flat = torch.zeros(_workspace_size(plan.nseq, h, d, dv), dtype=torch.float32, device=dev)
-    sw, mw = _split_workspace(flat, plan.nseq, h, d, dv)
+    flat, sw, mw = _zero_workspaces(plan.nseq, h, d, dv, dev)
     o = _empty((b, n, h, dv), q.dtype, dev)
     z = _empty((b, h, n), torch.float32, dev) if store_den else None  # denominators, for the backward
     has_rope = sin is not None
@@ -320,7 +327,7 @@ def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, plan: _Plan, need_q: boo
     sw, mw = _split_workspace(flat, plan.nseq, h, d, dv)
     dev = q.device
     do = _last_contig(do)
-    dsw, dmw = _zero_workspaces(plan.nseq, h, d, dv, dev)
+    _, dsw, dmw = _zero_workspaces(plan.nseq, h, d, dv, dev)
     dq = _empty(q.shape, q.dtype, dev) if need_q else None
     has_rope = sin is not None
     sin_, cos_, cu_ = (sin if has_rope else q), (cos if has_rope else q), (cu if cu is not None else q)
@@ -330,18 +337,19 @@ def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, plan: _Plan, need_q: boo
     qargs = (q.stride(0), q.stride(1), q.stride(2), do.stride(0), do.stride(1), do.stride(2),
              o.stride(0), o.stride(1), o.stride(2))
 
-    def run_q(cfg):
+    def run_qside(cfg, dq_out: bool, sums: bool):
         split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
-        _launch(kern.nc_bwd_q_kernel, (split, h, plan.nseq), cfg, q, do, o, z, sin_, cos_, cu_, sw, mw, dq,
-                *qargs, dq.stride(0), dq.stride(1), dq.stride(2), srn,
+        dq_ = dq if dq_out else q  # (an unused pointer when dq is not computed)
+        _launch(kern.nc_bwd_qside_kernel, (split, h, plan.nseq), cfg, q, do, o, z, sin_, cos_, cu_, sw, mw, dq_,
+                dsw, dmw, *qargs, dq_.stride(0), dq_.stride(1), dq_.stride(2), srn,
                 n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, bps,
-                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
+                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], DQ_OUT=dq_out, SUMS=sums, **fl)
+
+    def run_q(cfg):
+        run_qside(cfg, True, False)
 
     def run_sum(cfg):
-        split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
-        _launch(kern.nc_bwd_sum_kernel, (split, h, plan.nseq), cfg, q, do, o, z, sin_, cos_, cu_, dsw, dmw,
-                *qargs, srn, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, bps,
-                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
+        run_qside(cfg, False, True)
 
     def reset_sums():
         dsw.zero_()
@@ -351,12 +359,8 @@ def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, plan: _Plan, need_q: boo
         if cfg.get("SEPARATE"):
             _tuned_run("nc_bwd_q", d, dv, q, plan, run_q)
             _tuned_run("nc_bwd_sum", d, dv, q, plan, run_sum, reset=reset_sums)
-            return
-        split, bps = _split(plan.max_len, cfg["BLOCK"], plan.nseq * h, plan.n_sm, cfg.get("CPS", 2))
-        _launch(kern.nc_bwd_qsum_kernel, (split, h, plan.nseq), cfg, q, do, o, z, sin_, cos_, cu_, sw, mw, dq,
-                dsw, dmw, *qargs, dq.stride(0), dq.stride(1), dq.stride(2), srn,
-                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, bps,
-                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], **fl)
+        else:
+            run_qside(cfg, True, True)
 
     if need_q and need_kv:
         _tuned_run("nc_bwd_qsum", d, dv, q, plan, run_qsum, reset=reset_sums)
@@ -604,11 +608,7 @@ def nala_attention_triton(
     initial_state: NaLaState | None = None, output_final_state=False, cu_seqlens=None,
 ):
     plan = _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens)
-    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
-    sin = cos = None
-    if rope is not None:
-        sin, cos = _last_contig(rope[0]), _last_contig(rope[1])
-    cu = None if cu_seqlens is None else cu_seqlens.contiguous()
+    q, k, v, sin, cos, cu = prepare_inputs(q, k, v, rope, cu_seqlens)
     if not causal:
         return _NonCausal.apply(q, k, v, sin, cos, cu, plan)
     kv0 = ks0 = cnt0 = None
