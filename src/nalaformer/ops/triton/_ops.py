@@ -136,9 +136,14 @@ def _cfg(block, warps, stages, block_dv=None, cps=None, maxnreg=None, prefetch=N
 
 def _candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
     cands = _base_candidates(kind, d, dv, plan)
-    if kind.startswith("nc") or kind == "c_segsum":  # kernels with the PREFETCH switch: on unless a config says
+    if _has_prefetch(kind):  # on unless a config says otherwise
         cands = [{"PREFETCH": True, **c} for c in cands]
     return cands
+
+
+def _has_prefetch(kind: str) -> bool:
+    """Whether the kind's kernel has the PREFETCH switch (the non-causal ones; segment sums use nc_fwd_state)."""
+    return kind.startswith("nc") or kind == "c_segsum"
 
 
 def _qsum_candidates(d: int, dv: int, plan: _Plan) -> list[dict]:
@@ -162,7 +167,7 @@ def _base_candidates(kind: str, d: int, dv: int, plan: _Plan) -> list[dict]:
         return _qsum_candidates(d, dv, plan)
     if plan.interpret:  # small blocks so that short test sequences still span several blocks
         return [_cfg(16, 4, 1, min(dv, 16) if kind in ("nc_state", "nc_out", "c_fwd", "c_segsum") else None,
-                     prefetch=INTERPRET_PREFETCH)]
+                     prefetch=INTERPRET_PREFETCH if _has_prefetch(kind) else None)]
     big = d * dv >= 128 * 64
     wide = dv if d * dv <= 64 * 128 else 64  # value tile of the forward sums
     if not plan.lowp:  # fp32 operands take twice the shared memory: smaller tiles only
@@ -249,7 +254,7 @@ def _tuned_run_slow(kind, d, dv, q, plan, run, reset):
 
 
 def _launch(kernel, grid, cfg, *args, **meta):
-    if "PREFETCH" in cfg and kernel.fn.__name__.startswith("nc_"):
+    if "PREFETCH" in cfg:
         meta["PREFETCH"] = cfg["PREFETCH"]
     if "maxnreg" in cfg:
         meta["maxnreg"] = cfg["maxnreg"]
