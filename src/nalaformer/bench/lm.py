@@ -11,7 +11,10 @@ projection, so parameter counts agree to ~0.1%):
 Training: tokens/s of forward + backward + fused AdamW step (fp32 weights, autocast to ``--dtype``) at each
 ``--train-contexts`` length (batch = ``--train-tokens`` / length) and peak memory. Decoding (weights
 cast to ``--dtype``): after a prefill of each ``--decode-contexts`` length, the median time of
-single-token decode steps, each timed alone (CUDA events on GPU), the cache size and the peak memory.
+single-token decode steps, each timed alone (CUDA events on GPU), the cache size and the peak memory; then
+the same steps replayed from a captured CUDA graph (``graph_tokens_per_s``: NaLa's ``GraphedDecoder``,
+Llama with transformers' ``StaticCache``), which removes the per-token Python and launch cost that
+dominates batch-1 decoding.
 Prints a table with ratios to the softmax baseline and writes JSON.
 ``--quick`` shrinks everything so it runs on a CPU in seconds (a smoke test, not a measurement).
 """
@@ -228,6 +231,71 @@ def bench_decoding(model, context: int, batch: int, steps: int, device, dtype, w
             "peak_gib": _peak_gib(device)}
 
 
+@_oom_guard
+@torch.no_grad()
+def bench_graph_decoding(model, name: str, context: int, batch: int, steps: int, device, warmup: int) -> dict:
+    """Decode steps replayed from a captured CUDA graph (the per-token Python and launch cost removed), after
+    a prefill of ``context`` tokens: NaLa through ``GraphedDecoder`` (its fixed-size state updated in place),
+    Llama through transformers' ``StaticCache`` (``context`` plus a few slots for the steps; a static cache is
+    read in full every step). Mean step time over ``steps`` replays, each
+    feeding the argmax of the previous one. Off CUDA the same static steps run eagerly (a smoke test)."""
+    from ..models.lm import GraphedDecoder, NaLaForCausalLM, output_cache
+    from ..models.lm.graph_decode import ReplayableStep
+
+    model.eval()
+    use_graph = device.type == "cuda"
+    prompt = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
+    if isinstance(model, NaLaForCausalLM):
+        out = model(prompt, use_cache=True, logits_to_keep=1)
+        decoder = GraphedDecoder(model, output_cache(out), use_graph=use_graph, warmup=warmup)
+        token = out.logits[:, -1].argmax(-1)
+
+        def step(tok):
+            return decoder.step(tok).argmax(-1)
+    elif name == "llama":
+        from transformers import StaticCache
+
+        # slots for the prefill, the warm-up, one untimed and the timed steps: positions advance every step
+        cache = StaticCache(config=model.config, max_cache_len=context + warmup + steps + 4)
+        # transformers 5.17 takes the write positions as `cache_position`; later 5.x track them in the cache
+        explicit = "cache_position" in inspect.signature(model.model.forward).parameters
+        pos = torch.arange(context, device=device)
+        out = model(prompt, past_key_values=cache, use_cache=True, logits_to_keep=1, position_ids=pos[None],
+                    **({"cache_position": pos} if explicit else {}))
+        static_token = out.logits[:, -1:].argmax(-1)
+        pos = torch.full((1,), context, device=device)
+
+        def body():
+            logits = model(static_token, past_key_values=cache, position_ids=pos.expand(batch, 1), use_cache=True,
+                           **({"cache_position": pos} if explicit else {})).logits[:, -1]
+            pos.add_(1)
+            return logits
+
+        replay = ReplayableStep(body, use_graph=use_graph, warmup=warmup)
+        token = static_token[:, 0]
+
+        def step(tok):
+            static_token.copy_(tok[:, None])
+            return replay().argmax(-1)
+    else:
+        return {"error": "n/a"}  # no static-cache step for this model (its eager steps are timed above)
+    token = step(token)  # one untimed replay
+    _sync(device)
+    start = time.perf_counter()
+    if use_graph:
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+    for _ in range(steps):
+        token = step(token)
+    if use_graph:
+        end.record()
+        end.synchronize()
+        step_s = begin.elapsed_time(end) / 1e3 / steps
+    else:
+        step_s = (time.perf_counter() - start) / steps
+    return {"graph_step_ms": step_s * 1e3, "graph_tokens_per_s": batch / step_s}
+
+
 # -- report -----------------------------------------------------------------------------------------------
 
 def _fmt(value, unit: str = "") -> str:
@@ -244,12 +312,13 @@ def print_table(results: dict, baseline: str = "llama") -> None:
     params = {n: results["models"][n]["params"] / 1e6 for n in names}
     rows = [["parameters (M)"] + [f"{params[n]:.2f}" for n in names]
             + ([f"{params['nala'] / params[baseline]:.3f}x"] if "nala" in params and baseline in params else ["-"])]
-    for kind, metrics in (("train", ("tokens_per_s", "peak_gib")), ("decode", ("tokens_per_s", "cache_mib",
-                                                                                  "peak_gib"))):
+    for kind, metrics in (("train", ("tokens_per_s", "peak_gib")), ("decode", ("tokens_per_s", "graph_tokens_per_s",
+                                                                                  "cache_mib", "peak_gib"))):
         for context in results[f"{kind}_contexts"]:
             for metric in metrics:
                 cells = {n: results["models"][n][kind].get(str(context), {}) for n in names}
-                values = {n: c.get(metric, c.get("error")) for n, c in cells.items()}
+                values = {n: c.get(metric, c.get("graph_error" if metric.startswith("graph") else "error"))
+                          for n, c in cells.items()}
                 ratio = None
                 if isinstance(values.get("nala"), float) and isinstance(values.get(baseline), float) \
                         and values[baseline]:
@@ -297,6 +366,11 @@ def run(args: argparse.Namespace) -> int:
         for context in decode_contexts:
             entry["decode"][str(context)] = bench_decoding(model, context, args.decode_batch, args.decode_steps,
                                                            device, dtype, args.warmup)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            graphed = bench_graph_decoding(model, name, context, args.decode_batch, args.decode_steps, device,
+                                           args.warmup)
+            entry["decode"][str(context)].update({f"graph_{k}" if k == "error" else k: v for k, v in graphed.items()})
         results["models"][name] = entry
         print(f"{name}: {entry['params'] / 1e6:.1f}M parameters done", flush=True)
         model.to("cpu")

@@ -19,6 +19,8 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path, capsys):
     for entry in (nala, llama):
         assert all(r["tokens_per_s"] > 0 for r in entry["train"].values())
         assert all(r["tokens_per_s"] > 0 for r in entry["decode"].values())
+        # the static (CUDA-graph on GPU, eager here) decode steps ran for both model kinds
+        assert all(r["graph_tokens_per_s"] > 0 for r in entry["decode"].values()), entry["decode"]
     small, large = (nala["decode"][c]["cache_mib"] for c in sorted(nala["decode"], key=int))
     assert small == large  # NaLa's decode state does not grow with the context
     assert "nala/llama" in capsys.readouterr().out

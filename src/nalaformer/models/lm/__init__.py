@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from .cache import NaLaCache
 from .configuration import PRESETS, NaLaConfig, preset_config
+from .graph_decode import GraphedDecoder
 from .modeling import NaLaForCausalLM, NaLaModel, NaLaPreTrainedModel, enable_gradient_checkpointing, output_cache
 from .tokenizer import NaLaByteTokenizer
 
 __all__ = ["NaLaConfig", "NaLaModel", "NaLaForCausalLM", "NaLaPreTrainedModel", "NaLaCache", "NaLaByteTokenizer",
-           "PRESETS", "preset_config", "output_cache", "enable_gradient_checkpointing", "register"]
+           "PRESETS", "preset_config", "output_cache", "enable_gradient_checkpointing", "GraphedDecoder", "register"]
 
 
 def register() -> None:

@@ -179,8 +179,9 @@ class NaLaModel(NaLaPreTrainedModel):
             return inputs_embeds
         if input_ids.dim() != 2 or input_ids.numel() == 0:
             raise ValueError(f"input_ids: expected a non-empty (batch, length) tensor, got {tuple(input_ids.shape)}")
-        # (a data check, one sync: done in eager calls, skipped while torch.compile traces)
-        if not torch.compiler.is_compiling() and bool(((input_ids < 0) | (input_ids >= self.config.vocab_size)).any()):
+        # (a data check, one sync: done in eager calls, skipped while torch.compile traces or a CUDA graph captures)
+        tracing = torch.compiler.is_compiling() or (input_ids.is_cuda and torch.cuda.is_current_stream_capturing())
+        if not tracing and bool(((input_ids < 0) | (input_ids >= self.config.vocab_size)).any()):
             low, high = int(input_ids.min()), int(input_ids.max())
             raise ValueError(f"input_ids: token ids must lie in [0, vocab_size={self.config.vocab_size}), "
                              f"got values in [{low}, {high}]")

@@ -1,0 +1,151 @@
+"""Decoding NaLa language models by replaying one captured CUDA graph per token.
+
+At batch 1 a decode step of a 24-layer model is a few hundred small kernels, and issuing them from Python
+costs more than running them (docs/benchmarks.md). NaLa's cache has a fixed size, so the whole step can
+be captured once and replayed for every later token: the token goes into a static input buffer and the
+step writes the new recurrent state back into the cache's own buffers, in place.
+
+    out = model(prompt, use_cache=True, logits_to_keep=1)          # prefill, any length
+    decoder = GraphedDecoder(model, output_cache(out))             # captures one step
+    tokens = decoder.generate(out.logits[:, -1].argmax(-1), 100)   # (B, 100) greedy continuation
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...ops import NaLaState
+from .cache import NaLaCache
+
+__all__ = ["GraphedDecoder", "ReplayableStep"]
+
+
+class GraphedDecoder:
+    """Single-token decode steps of a NaLa LM, replayed from a CUDA graph, advancing ``cache`` in place.
+
+    Args:
+        model: a ``NaLaForCausalLM`` in eval mode (weights already in the inference dtype).
+        cache: its ``NaLaCache`` after the prefill; every layer must be a NaLa layer (a softmax layer's
+            cache grows with the context, so its step cannot be replayed).
+        use_graph: capture a CUDA graph (default: when the cache lives on a CUDA device). Without it the
+            same in-place step runs eagerly (CPU, debugging).
+        warmup: eager steps run (on a snapshot of the cache, restored afterwards) before the capture, so
+            kernels are compiled/tuned and workspaces allocated outside the graph.
+
+    ``step(tokens)`` takes (B,) or (B, 1) token ids and returns the next-token logits (B, V): a view of a
+    static buffer, overwritten by the next step. Token ids are not range-checked here (that would
+    synchronise with the device every token): they are expected to come from the model's own logits.
+    """
+
+    def __init__(self, model, cache: NaLaCache, *, use_graph: bool | None = None, warmup: int = 2):
+        if model.training:
+            raise ValueError("model: graphed decoding runs in eval mode (call model.eval())")
+        if not isinstance(cache, NaLaCache) or cache.seen is None:
+            raise ValueError("cache: expected the NaLaCache returned by a prefill (model(..., use_cache=True))")
+        for idx, state in enumerate(cache.states):
+            if state is None or state.nala is None or state.keys is not None:
+                raise ValueError(f"cache: layer {idx} is not a NaLa layer with a filled state; graphed decoding "
+                                 f"needs a fixed-size cache (softmax layers of hybrid models grow theirs)")
+        self.model, self.cache = model, cache
+        self.batch = cache.seen.shape[0]
+        device = cache.seen.device
+        self.use_graph = device.type == "cuda" if use_graph is None else use_graph
+        if self.use_graph and device.type != "cuda":
+            raise ValueError(f"use_graph: CUDA graphs need a CUDA cache, got device {device}")
+        # the cache's buffers become ours (cloned once), so updating them in place touches nothing else
+        cache.states = [self._clone_state(s) for s in cache.states]
+        cache.seen = cache.seen.clone()
+        self._states, self._seen = list(cache.states), cache.seen
+        self._token = torch.zeros(self.batch, 1, dtype=torch.long, device=device)
+        self._run = ReplayableStep(self._body, use_graph=self.use_graph, warmup=warmup,
+                                   after_warmup=self._snapshot() if self.use_graph else None)
+
+    # -- public ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row (B,) or (B, 1); returns the next-token logits (B, V)."""
+        if tokens.dim() not in (1, 2) or tokens.shape[0] != self.batch or tokens.numel() != self.batch:
+            raise ValueError(f"tokens: expected ({self.batch},) or ({self.batch}, 1) token ids, "
+                             f"got {tuple(tokens.shape)}")
+        self._token.copy_(tokens.view(self.batch, 1))
+        logits = self._run()
+        self.cache.length += 1
+        return logits
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy continuation: feed ``tokens`` (B,), then each argmax; returns (B, max_new_tokens) ids,
+        starting with ``tokens`` (the first token after the prefill)."""
+        out = [tokens.view(self.batch)]
+        for _ in range(max_new_tokens - 1):
+            out.append(self.step(out[-1]).argmax(-1))
+        return torch.stack(out, 1)
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _clone_state(state):
+        return state._replace(nala=NaLaState(*(t.clone() for t in state.nala)),
+                              conv=None if state.conv is None else state.conv.clone())
+
+    def _buffers(self) -> list[torch.Tensor]:
+        tensors = [self._seen]
+        for s in self._states:
+            tensors += list(s.nala) + ([] if s.conv is None else [s.conv])
+        return tensors
+
+    def _body(self) -> torch.Tensor:
+        """One decode step whose new state lands in the static buffers; returns the logits (B, V)."""
+        cache, length = self.cache, self.cache.length
+        out = self.model(self._token, cache=cache, use_cache=True, logits_to_keep=1)
+        for static, new in zip(self._states, cache.states):
+            for dst, src in zip(static.nala, new.nala):
+                dst.copy_(src)
+            if static.conv is not None:
+                static.conv.copy_(new.conv)
+        self._seen.copy_(cache.seen)
+        # the forward replaced the cache's tensors and counted the column: point it back at the buffers
+        cache.states, cache.seen, cache.length = list(self._states), self._seen, length
+        return out.logits[:, -1]
+
+    def _snapshot(self):
+        """A copy of the cache's buffers and the function that puts it back (the warm-up must not count)."""
+        saved = [t.clone() for t in self._buffers()]
+
+        def restore():
+            for dst, src in zip(self._buffers(), saved):
+                dst.copy_(src)
+        return restore
+
+
+class ReplayableStep:
+    """``fn()`` (no arguments, reads and writes only static tensors) run eagerly or replayed from a CUDA graph.
+
+    With ``use_graph`` it is first run ``warmup`` times on a side stream (kernels compiled and tuned,
+    workspaces allocated), then ``after_warmup()`` runs (e.g. to undo the warm-up's writes) and one call
+    is captured. Calling the object replays it and returns the captured output (a static buffer).
+    """
+
+    def __init__(self, fn, *, use_graph: bool, warmup: int = 2, after_warmup=None):
+        self.fn, self.graph, self.out = fn, None, None
+        if not use_graph:
+            return
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(max(1, warmup)):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        if after_warmup is not None:
+            after_warmup()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.no_grad():
+            self.out = fn()
+
+    def __call__(self):
+        if self.graph is None:
+            with torch.no_grad():
+                return self.fn()
+        self.graph.replay()
+        return self.out

@@ -1,0 +1,101 @@
+"""GraphedDecoder: the in-place replayable decode step equals the model's own cached decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nalaformer.models.lm import GraphedDecoder
+from tests.models.lm.helpers import cache_of, random_ids, tiny_model
+
+
+def _reference_continuation(model, prompt, steps):
+    """Greedy tokens and per-step logits from the model's ordinary cached decoding."""
+    out = model(prompt, use_cache=True)
+    cache, token = cache_of(out), out.logits[:, -1].argmax(-1)
+    tokens, logits = [token], []
+    for _ in range(steps - 1):
+        out = model(token[:, None], cache=cache, use_cache=True)
+        cache = cache_of(out)
+        logits.append(out.logits[:, -1])
+        token = out.logits[:, -1].argmax(-1)
+        tokens.append(token)
+    return torch.stack(tokens, 1), logits, cache
+
+
+@pytest.mark.parametrize("variant", ["nala", "cosine"])
+def test_eager_in_place_steps_equal_cached_decoding(variant):
+    model = tiny_model(variant)
+    prompt = random_ids(3, 11)
+    want_tokens, want_logits, want_cache = _reference_continuation(model, prompt, 6)
+
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+        cache = cache_of(out)
+        decoder = GraphedDecoder(model, cache, use_graph=False)
+        buffers = [t.data_ptr() for t in decoder._buffers()]
+        token = out.logits[:, -1].argmax(-1)
+        for ref in want_logits[:2]:
+            logits = decoder.step(token)
+            torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-5)
+            token = logits.argmax(-1)
+    # the state was updated in the same buffers, and the cache's bookkeeping advanced like the model's
+    assert [t.data_ptr() for t in decoder._buffers()] == buffers
+    assert cache.length == prompt.shape[1] + 2
+    assert torch.equal(cache.seen, torch.full((3,), prompt.shape[1] + 2))
+
+    decoder = GraphedDecoder(model, cache_of(model(prompt, use_cache=True)), use_graph=False)
+    tokens = decoder.generate(want_tokens[:, 0], 6)
+    assert torch.equal(tokens, want_tokens)
+    for got, ref in zip(decoder.cache.states, want_cache.states):
+        torch.testing.assert_close(got.nala.kv, ref.nala.kv, rtol=1e-5, atol=1e-6)
+        assert torch.equal(got.nala.count, ref.nala.count)
+
+
+def test_short_conv_state_is_carried():
+    model = tiny_model("nala", short_conv_size=3)
+    prompt = random_ids(2, 7)
+    want_tokens, _, _ = _reference_continuation(model, prompt, 5)
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+        tokens = GraphedDecoder(model, cache_of(out), use_graph=False).generate(out.logits[:, -1].argmax(-1), 5)
+    assert torch.equal(tokens, want_tokens)
+
+
+def test_bad_arguments_are_named():
+    model = tiny_model("hybrid-conv")
+    with torch.no_grad():
+        cache = cache_of(model(random_ids(1, 5), use_cache=True))
+    with pytest.raises(ValueError, match="cache: layer 1"):
+        GraphedDecoder(model, cache, use_graph=False)
+    nala = tiny_model("nala")
+    with torch.no_grad():
+        cache = cache_of(nala(random_ids(2, 5), use_cache=True))
+    with pytest.raises(ValueError, match="use_graph"):
+        GraphedDecoder(nala, cache, use_graph=True)
+    decoder = GraphedDecoder(nala, cache, use_graph=False)
+    with pytest.raises(ValueError, match="tokens: expected"):
+        decoder.step(torch.zeros(3, dtype=torch.long))
+    nala.train()
+    with pytest.raises(ValueError, match="eval mode"):
+        GraphedDecoder(nala, cache, use_graph=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_graph_replay_equals_eager_decoding(dtype):
+    model = tiny_model("nala").cuda().to(dtype)
+    prompt = random_ids(2, 33).cuda()
+    want_tokens, want_logits, _ = _reference_continuation(model, prompt, 8)
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+        decoder = GraphedDecoder(model, cache_of(out))
+        assert decoder._run.graph is not None
+        token = want_tokens[:, 0]
+        for i, ref in enumerate(want_logits):
+            logits = decoder.step(token).clone()
+            tol = 1e-5 if dtype == torch.float32 else 2e-2
+            torch.testing.assert_close(logits.float(), ref.float(), rtol=tol, atol=tol)
+            token = want_tokens[:, i + 1]
+    assert torch.isfinite(logits).all()
