@@ -335,6 +335,12 @@ def print_table(results: dict, baseline: str = "llama") -> None:
             print(f"({name}: {info})")
 
 
+def _progress(path: pathlib.Path, results: dict, name: str, kind: str, context: int) -> None:
+    """Print one measurement when it is done and rewrite the JSON (a cut-off run keeps what it measured)."""
+    print(f"  {name} {kind} @{context}: {json.dumps(results['models'][name][kind][str(context)])}", flush=True)
+    path.write_text(json.dumps(results, indent=2))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.quick:
         for key, value in QUICK.items():
@@ -359,9 +365,11 @@ def run(args: argparse.Namespace) -> int:
 
             enable_gradient_checkpointing(model)
         entry = {"params": sum(p.numel() for p in model.parameters()), "train": {}, "decode": {}}
+        results["models"][name] = entry
         for context in train_contexts:
             entry["train"][str(context)] = bench_training(model, context, args.train_tokens, device, dtype,
                                                           args.iters, args.warmup, args.compile)
+            _progress(args.json, results, name, "train", context)
         model.to(dtype)  # inference runs in the benchmark dtype (training used fp32 weights + autocast)
         for context in decode_contexts:
             entry["decode"][str(context)] = bench_decoding(model, context, args.decode_batch, args.decode_steps,
@@ -371,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
             graphed = bench_graph_decoding(model, name, context, args.decode_batch, args.decode_steps, device,
                                            args.warmup)
             entry["decode"][str(context)].update({f"graph_{k}" if k == "error" else k: v for k, v in graphed.items()})
-        results["models"][name] = entry
+            _progress(args.json, results, name, "decode", context)
         print(f"{name}: {entry['params'] / 1e6:.1f}M parameters done", flush=True)
         model.to("cpu")
         del model

@@ -383,6 +383,14 @@ def _maybe_compile(model, settings: Settings):
     return torch.compile(model) if settings.compile else model
 
 
+def _progress(result: Result, settings: Settings) -> Result:
+    """Print one throughput row as soon as it is measured (a cut-off run still leaves its numbers)."""
+    batch = settings.infer_batch if result.mode == "inference" else settings.train_batch
+    print(f"  {result.model} {result.impl} {result.mode}: {result.ms_per_iter:.2f} ms/iter, "
+          f"{batch / (result.ms_per_iter / 1e3):.1f} img/s", flush=True)
+    return result
+
+
 def run(settings: Settings) -> dict:
     import timm
 
@@ -395,8 +403,9 @@ def run(settings: Settings) -> dict:
         checks[name] = check_equal(ours, authors, settings)
         impls = {"ours": _maybe_compile(ours, settings), "authors": authors, "authors_autocast": authors_autocast}
         for impl, model in impls.items():
-            results.append(Result(name, impl, "inference", ms_per_iter=1e3 * bench_inference(model, settings)))
-            results.append(Result(name, impl, "training", ms_per_iter=1e3 * bench_training(model, settings)))
+            for mode, bench in (("inference", bench_inference), ("training", bench_training)):
+                results.append(_progress(Result(name, impl, mode, ms_per_iter=1e3 * bench(model, settings)),
+                                         settings))
         for impl, model in (("ours", ours), ("authors", authors), ("authors_autocast", authors_autocast)):
             peak, note = peak_training_memory(model, settings)
             results.append(Result(name, impl, f"train_mem_{settings.mem_size}", peak_mem_gib=peak, note=note,
@@ -407,8 +416,8 @@ def run(settings: Settings) -> dict:
     for name in settings.references:
         kwargs = {"img_size": settings.image_size} if name.startswith("swin") else {}
         model = timm.create_model(name, **kwargs).to(settings.device).to(memory_format=torch.channels_last)
-        results.append(Result(name, "timm", "inference", ms_per_iter=1e3 * bench_inference(model, settings)))
-        results.append(Result(name, "timm", "training", ms_per_iter=1e3 * bench_training(model, settings)))
+        for mode, bench in (("inference", bench_inference), ("training", bench_training)):
+            results.append(_progress(Result(name, "timm", mode, ms_per_iter=1e3 * bench(model, settings)), settings))
         del model
     for r in results:
         if r.ms_per_iter is not None:
