@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="for every model in training")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile every model's training step (warm-up steps include the compilation)")
+    parser.add_argument("--compile", nargs="?", const="all", default="",
+                        help="torch.compile the training step of every model, or of the comma-separated models given "
+                             "(e.g. --compile nala: the baselines stay eager); warm-up steps include the compilation")
     parser.add_argument("--json", type=pathlib.Path, default=pathlib.Path("bench_lm.json"))
     parser.add_argument("--quick", action="store_true", help="tiny CPU smoke run (overrides sizes)")
 
@@ -335,6 +336,11 @@ def print_table(results: dict, baseline: str = "llama") -> None:
             print(f"({name}: {info})")
 
 
+def _compiled(spec: str, name: str) -> bool:
+    """Whether ``--compile`` (all models, or a comma-separated list) covers model ``name``."""
+    return spec == "all" or name in {m.strip() for m in spec.split(",")}
+
+
 def _progress(path: pathlib.Path, results: dict, name: str, kind: str, context: int) -> None:
     """Print one measurement when it is done and rewrite the JSON (a cut-off run keeps what it measured)."""
     print(f"  {name} {kind} @{context}: {json.dumps(results['models'][name][kind][str(context)])}", flush=True)
@@ -352,6 +358,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     models = build_models([m.strip() for m in args.models.split(",") if m.strip()], args.preset)
     results = {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+               "compiled": [n for n in models if _compiled(args.compile, n)],
                "dtype": args.dtype, "preset": args.preset, "train_contexts": train_contexts,
                "decode_contexts": decode_contexts, "train_tokens": args.train_tokens,
                "decode_batch": args.decode_batch, "models": {}}
@@ -368,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
         results["models"][name] = entry
         for context in train_contexts:
             entry["train"][str(context)] = bench_training(model, context, args.train_tokens, device, dtype,
-                                                          args.iters, args.warmup, args.compile)
+                                                          args.iters, args.warmup, _compiled(args.compile, name))
             _progress(args.json, results, name, "train", context)
         model.to(dtype)  # inference runs in the benchmark dtype (training used fp32 weights + autocast)
         for context in decode_contexts:

@@ -33,3 +33,14 @@ def test_quick_benchmark_with_compiled_training(tmp_path):
     assert bench_lm.run(parser.parse_args(["--quick", "--models", "nala", "--compile", "--json", str(out)])) == 0
     train = json.loads(out.read_text())["models"]["nala"]["train"]
     assert train and all("error" not in r and r["tokens_per_s"] > 0 for r in train.values())
+
+
+def test_compile_flag_selects_models():
+    parser = argparse.ArgumentParser()
+    bench_lm.add_arguments(parser)
+    assert parser.parse_args([]).compile == ""
+    everything = parser.parse_args(["--compile"]).compile
+    assert bench_lm._compiled(everything, "llama") and bench_lm._compiled(everything, "nala")
+    only_nala = parser.parse_args(["--compile", "nala"]).compile
+    assert bench_lm._compiled(only_nala, "nala") and not bench_lm._compiled(only_nala, "llama")
+    assert not bench_lm._compiled("", "nala")
