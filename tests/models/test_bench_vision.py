@@ -35,6 +35,25 @@ def test_quick_settings_and_table():
         ],
         "correctness": {"m": {"passed": True, "rel_err_fp32": 1e-7, "rel_err_bf16": 1e-2, "tolerance_fp32": 1e-4,
                               "tolerance_bf16": 3e-2, "authors_bf16_rel_err": 1e-2}},
+        "compiled_vs_eager": {"m": {"passed": False, "rel_err_bf16": 0.5, "tolerance_bf16": 3e-2}},
     }
     table = format_table(report)
     assert "3.00x" in table and "1.50x" in table and "0.25x" in table and "PASS m" in table
+    assert "FAIL m: torch.compile vs eager" in table
+
+
+def test_compiled_check_compares_against_the_eager_module():
+    import copy
+
+    import timm
+
+    from nalaformer.bench.vision import check_compiled
+
+    settings = Settings(device="cpu", image_size=64, infer_batch=1)
+    model = timm.create_model("nalaformer_xt", num_classes=10)
+    assert check_compiled(model, model, settings)["passed"]
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.head.fc.weight.mul_(2.0)
+    check = check_compiled(other, model, settings)
+    assert not check["passed"] and check["rel_err_bf16"] > 0.1

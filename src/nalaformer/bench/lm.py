@@ -234,7 +234,8 @@ def bench_decoding(model, context: int, batch: int, steps: int, device, dtype, w
 
 @_oom_guard
 @torch.no_grad()
-def bench_graph_decoding(model, name: str, context: int, batch: int, steps: int, device, warmup: int) -> dict:
+def bench_graph_decoding(model, name: str, context: int, batch: int, steps: int, device, warmup: int,
+                         prefill_chunk: int = 4096) -> dict:
     """Decode steps replayed from a captured CUDA graph (the per-token Python and launch cost removed), after
     a prefill of ``context`` tokens: NaLa through ``GraphedDecoder`` (its fixed-size state updated in place),
     Llama through transformers' ``StaticCache`` (``context`` plus a few slots for the steps; a static cache is
@@ -260,9 +261,11 @@ def bench_graph_decoding(model, name: str, context: int, batch: int, steps: int,
         cache = StaticCache(config=model.config, max_cache_len=context + warmup + steps + 4)
         # transformers 5.17 takes the write positions as `cache_position`; later 5.x track them in the cache
         explicit = "cache_position" in inspect.signature(model.model.forward).parameters
-        pos = torch.arange(context, device=device)
-        out = model(prompt, past_key_values=cache, use_cache=True, logits_to_keep=1, position_ids=pos[None],
-                    **({"cache_position": pos} if explicit else {}))
+        for start in range(0, context, prefill_chunk):  # chunks bound the prefill's (B, 1, chunk, cache) mask
+            end = min(start + prefill_chunk, context)
+            pos = torch.arange(start, end, device=device)
+            out = model(prompt[:, start:end], past_key_values=cache, use_cache=True, logits_to_keep=1,
+                        position_ids=pos[None], **({"cache_position": pos} if explicit else {}))
         static_token = out.logits[:, -1:].argmax(-1)
         pos = torch.full((1,), context, device=device)
 

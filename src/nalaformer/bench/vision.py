@@ -356,6 +356,16 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
+def check_compiled(compiled, eager, settings: Settings) -> dict:
+    """The compiled model against the same module run eagerly, on the timed inference batch (bf16 autocast)."""
+    eager.eval()
+    x = _images(settings.infer_batch, settings.image_size, settings.device, seed=2)
+    with torch.inference_mode(), _autocast(settings.device):
+        got, want = compiled(x), eager(x)
+    err = _rel(got, want)
+    return {"rel_err_bf16": err, "tolerance_bf16": 3e-2, "passed": bool(math.isfinite(err) and err <= 3e-2)}
+
+
 def check_equal(ours, authors, settings: Settings) -> dict:
     """ours vs the authors' math on the same weights: fp32 vs fp32 and bf16-autocast vs fp32."""
     ours.eval()
@@ -398,6 +408,7 @@ def run(settings: Settings) -> dict:
         torch.backends.cudnn.benchmark = True
     results: list[Result] = []
     checks: dict[str, dict] = {}
+    compiled_checks: dict[str, dict] = {}
     for name in settings.models:
         ours, authors, authors_autocast = build_pair(name, settings.device)
         checks[name] = check_equal(ours, authors, settings)
@@ -406,6 +417,9 @@ def run(settings: Settings) -> dict:
             for mode, bench in (("inference", bench_inference), ("training", bench_training)):
                 results.append(_progress(Result(name, impl, mode, ms_per_iter=1e3 * bench(model, settings)),
                                          settings))
+                if impl == "ours" and mode == "inference" and settings.compile:
+                    compiled_checks[name] = check_compiled(model, ours, settings)
+                    print(f"  {name} compiled vs eager: {compiled_checks[name]}", flush=True)
         for impl, model in (("ours", ours), ("authors", authors), ("authors_autocast", authors_autocast)):
             peak, note = peak_training_memory(model, settings)
             results.append(Result(name, impl, f"train_mem_{settings.mem_size}", peak_mem_gib=peak, note=note,
@@ -424,7 +438,7 @@ def run(settings: Settings) -> dict:
             batch = settings.infer_batch if r.mode == "inference" else settings.train_batch
             r.img_per_s = batch / (r.ms_per_iter / 1e3)
     return {"settings": asdict(settings), "environment": _environment(settings),
-            "results": [asdict(r) for r in results], "correctness": checks}
+            "results": [asdict(r) for r in results], "correctness": checks, "compiled_vs_eager": compiled_checks}
 
 
 def _environment(settings: Settings) -> dict:
@@ -472,6 +486,9 @@ def format_table(report: dict) -> str:
         lines.append(f"{status} {name}: ours vs the authors' math, relative error fp32 {check['rel_err_fp32']:.2e} "
                      f"(<= {check['tolerance_fp32']:g}), ours bf16 {check['rel_err_bf16']:.2e} "
                      f"(<= {check['tolerance_bf16']:g}; the authors' own bf16: {check['authors_bf16_rel_err']:.2e})")
+    for name, check in report.get("compiled_vs_eager", {}).items():
+        lines.append(f"{'PASS' if check['passed'] else 'FAIL'} {name}: torch.compile vs eager (bf16), relative error "
+                     f"{check['rel_err_bf16']:.2e} (<= {check['tolerance_bf16']:g})")
     return "\n".join(lines)
 
 
@@ -515,7 +532,8 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(report, indent=2))
     print(format_table(report))
     print(f"\nwrote {path}")
-    return 0 if all(c["passed"] for c in report["correctness"].values()) else 1
+    checks = list(report["correctness"].values()) + list(report["compiled_vs_eager"].values())
+    return 0 if all(c["passed"] for c in checks) else 1
 
 
 if __name__ == "__main__":

@@ -44,3 +44,12 @@ def test_compile_flag_selects_models():
     only_nala = parser.parse_args(["--compile", "nala"]).compile
     assert bench_lm._compiled(only_nala, "nala") and not bench_lm._compiled(only_nala, "llama")
     assert not bench_lm._compiled("", "nala")
+
+
+def test_static_llama_decode_with_a_chunked_prefill():
+    import torch
+
+    models = bench_lm.build_models(["llama"], "nala-tiny")
+    llama = models["llama"].eval()
+    result = bench_lm.bench_graph_decoding(llama, "llama", 40, 2, 3, torch.device("cpu"), 1, prefill_chunk=16)
+    assert result.get("graph_tokens_per_s", 0) > 0, result
