@@ -52,6 +52,23 @@ def test_eager_in_place_steps_equal_cached_decoding(variant):
         assert torch.equal(got.nala.count, ref.nala.count)
 
 
+def test_ordinary_calls_between_steps_are_picked_up():
+    model = tiny_model("nala", short_conv_size=3)
+    prompt = random_ids(2, 9)
+    want_tokens, want_logits, _ = _reference_continuation(model, prompt, 5)
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+        cache = cache_of(out)
+        decoder = GraphedDecoder(model, cache, use_graph=False)
+        torch.testing.assert_close(decoder.step(want_tokens[:, 0]), want_logits[0], rtol=1e-5, atol=1e-5)
+        # an ordinary cached call advances the same cache (replacing its tensors) ...
+        out = model(want_tokens[:, 1:2], cache=cache, use_cache=True)
+        torch.testing.assert_close(out.logits[:, -1], want_logits[1], rtol=1e-5, atol=1e-5)
+        # ... and the decoder continues from there
+        torch.testing.assert_close(decoder.step(want_tokens[:, 2]), want_logits[2], rtol=1e-5, atol=1e-5)
+    assert cache.length == prompt.shape[1] + 3
+
+
 def test_short_conv_state_is_carried():
     model = tiny_model("nala", short_conv_size=3)
     prompt = random_ids(2, 7)

@@ -35,6 +35,8 @@ class GraphedDecoder:
     ``step(tokens)`` takes (B,) or (B, 1) token ids and returns the next-token logits (B, V): a view of a
     static buffer, overwritten by the next step. Token ids are not range-checked here (that would
     synchronise with the device every token): they are expected to come from the model's own logits.
+    Ordinary cached calls (``model(ids, cache=decoder.cache)``) may come between steps: the next step first
+    copies the cache's state into the buffers the graph reads.
     """
 
     def __init__(self, model, cache: NaLaCache, *, use_graph: bool | None = None, warmup: int = 2):
@@ -68,6 +70,7 @@ class GraphedDecoder:
         if tokens.dim() not in (1, 2) or tokens.shape[0] != self.batch or tokens.numel() != self.batch:
             raise ValueError(f"tokens: expected ({self.batch},) or ({self.batch}, 1) token ids, "
                              f"got {tuple(tokens.shape)}")
+        self._adopt_outside_changes()
         self._token.copy_(tokens.view(self.batch, 1))
         logits = self._run()
         self.cache.length += 1
@@ -89,6 +92,23 @@ class GraphedDecoder:
         return state._replace(nala=NaLaState(*(t.clone() for t in state.nala)),
                               conv=None if state.conv is None else state.conv.clone())
 
+    def _adopt_outside_changes(self) -> None:
+        """If ordinary model calls advanced the cache since the last step (they replace its tensors), copy
+        its current state into the static buffers the graph reads, and point the cache back at them."""
+        cache = self.cache
+        if cache.seen is self._seen and all(a is b for a, b in zip(cache.states, self._states)):
+            return
+        if cache.seen is None or cache.seen.shape != self._seen.shape:
+            raise ValueError(f"cache: it now holds {None if cache.seen is None else cache.seen.shape[0]} rows, "
+                             f"the decoder was built for {self.batch}; build a new GraphedDecoder")
+        for static, now in zip(self._states, cache.states):
+            for dst, src in zip(static.nala, now.nala):
+                dst.copy_(src)
+            if static.conv is not None:
+                static.conv.copy_(now.conv)
+        self._seen.copy_(cache.seen)
+        cache.states, cache.seen = list(self._states), self._seen
+
     def _buffers(self) -> list[torch.Tensor]:
         tensors = [self._seen]
         for s in self._states:
@@ -98,6 +118,7 @@ class GraphedDecoder:
     def _body(self) -> torch.Tensor:
         """One decode step whose new state lands in the static buffers; returns the logits (B, V)."""
         cache, length = self.cache, self.cache.length
+        cache.states, cache.seen = list(self._states), self._seen  # what a replay reads, eager or not
         out = self.model(self._token, cache=cache, use_cache=True, logits_to_keep=1)
         for static, new in zip(self._states, cache.states):
             for dst, src in zip(static.nala, new.nala):
