@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import inspect
 import json
 import pathlib
@@ -232,6 +233,61 @@ def bench_decoding(model, context: int, batch: int, steps: int, device, dtype, w
             "peak_gib": _peak_gib(device)}
 
 
+def llama_static_decoder(model, prompt: torch.Tensor, slots: int, prefill_chunk: int = 4096, *,
+                         use_graph: bool, warmup: int = 2):
+    """Prefill a transformers ``StaticCache`` of ``slots`` positions with ``prompt`` (B, N) in chunks (bounding
+    the prefill's (B, 1, chunk, slots) mask), then set up its single-token step as a :class:`ReplayableStep`.
+
+    Returns ``(replay, token)``: write the next token ids into ``token`` (B, 1) (it starts as the prefill's
+    argmax), call ``replay()`` for the next-token logits (B, V); positions advance on the device every call.
+    """
+    from transformers import StaticCache
+
+    from ..models.lm.graph_decode import ReplayableStep
+
+    batch, context = prompt.shape
+    device = prompt.device
+    cache = StaticCache(config=model.config, max_cache_len=slots)
+    key = _cache_kwarg(model)  # past_key_values (transformers 5.17) or cache (later 5.x)
+    # transformers 5.17 takes the write positions as `cache_position`; later 5.x track them in the cache
+    explicit = "cache_position" in inspect.signature(model.model.forward).parameters
+    for start in range(0, context, prefill_chunk):
+        end = min(start + prefill_chunk, context)
+        pos = torch.arange(start, end, device=device)
+        out = model(prompt[:, start:end], use_cache=True, logits_to_keep=1, position_ids=pos[None],
+                    **{key: cache}, **({"cache_position": pos} if explicit else {}))
+    token = out.logits[:, -1:].argmax(-1)
+    pos = torch.full((1,), context, device=device)
+
+    def body():
+        logits = model(token, position_ids=pos.expand(batch, 1), use_cache=True, **{key: cache},
+                       **({"cache_position": pos} if explicit else {})).logits[:, -1]
+        pos.add_(1)
+        return logits
+
+    return ReplayableStep(body, use_graph=use_graph, warmup=warmup), token
+
+
+def _static_step(model, name: str, prompt: torch.Tensor, slots: int, use_graph: bool, warmup: int,
+                 prefill_chunk: int):
+    """``(step, first_token)`` where ``step(tokens (B,)) -> next tokens (B,)`` is one replayable greedy step."""
+    from ..models.lm import GraphedDecoder, NaLaForCausalLM, output_cache
+
+    if isinstance(model, NaLaForCausalLM):
+        out = model(prompt, use_cache=True, logits_to_keep=1)
+        decoder = GraphedDecoder(model, output_cache(out), use_graph=use_graph, warmup=warmup)
+        return (lambda tok: decoder.step(tok).argmax(-1)), out.logits[:, -1].argmax(-1)
+    if name == "llama":
+        replay, token = llama_static_decoder(model, prompt, slots, prefill_chunk, use_graph=use_graph,
+                                             warmup=warmup)
+
+        def step(tok):
+            token.copy_(tok[:, None])
+            return replay().argmax(-1)
+        return step, token[:, 0].clone()
+    raise ValueError("no static-cache decode step for this model")
+
+
 @_oom_guard
 @torch.no_grad()
 def bench_graph_decoding(model, name: str, context: int, batch: int, steps: int, device, warmup: int,
@@ -239,50 +295,17 @@ def bench_graph_decoding(model, name: str, context: int, batch: int, steps: int,
     """Decode steps replayed from a captured CUDA graph (the per-token Python and launch cost removed), after
     a prefill of ``context`` tokens: NaLa through ``GraphedDecoder`` (its fixed-size state updated in place),
     Llama through transformers' ``StaticCache`` (``context`` plus a few slots for the steps; a static cache is
-    read in full every step). Mean step time over ``steps`` replays, each
-    feeding the argmax of the previous one. Off CUDA the same static steps run eagerly (a smoke test)."""
-    from ..models.lm import GraphedDecoder, NaLaForCausalLM, output_cache
-    from ..models.lm.graph_decode import ReplayableStep
-
+    read in full every step). Mean step time over ``steps`` consecutive replays (CUDA events around all of
+    them; the eager columns are medians of single steps), each feeding the argmax of the previous one. Off
+    CUDA the same static steps run eagerly (a smoke test)."""
     model.eval()
     use_graph = device.type == "cuda"
     prompt = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
-    if isinstance(model, NaLaForCausalLM):
-        out = model(prompt, use_cache=True, logits_to_keep=1)
-        decoder = GraphedDecoder(model, output_cache(out), use_graph=use_graph, warmup=warmup)
-        token = out.logits[:, -1].argmax(-1)
-
-        def step(tok):
-            return decoder.step(tok).argmax(-1)
-    elif name == "llama":
-        from transformers import StaticCache
-
-        # slots for the prefill, the warm-up, one untimed and the timed steps: positions advance every step
-        cache = StaticCache(config=model.config, max_cache_len=context + warmup + steps + 4)
-        # transformers 5.17 takes the write positions as `cache_position`; later 5.x track them in the cache
-        explicit = "cache_position" in inspect.signature(model.model.forward).parameters
-        for start in range(0, context, prefill_chunk):  # chunks bound the prefill's (B, 1, chunk, cache) mask
-            end = min(start + prefill_chunk, context)
-            pos = torch.arange(start, end, device=device)
-            out = model(prompt[:, start:end], past_key_values=cache, use_cache=True, logits_to_keep=1,
-                        position_ids=pos[None], **({"cache_position": pos} if explicit else {}))
-        static_token = out.logits[:, -1:].argmax(-1)
-        pos = torch.full((1,), context, device=device)
-
-        def body():
-            logits = model(static_token, past_key_values=cache, position_ids=pos.expand(batch, 1), use_cache=True,
-                           **({"cache_position": pos} if explicit else {})).logits[:, -1]
-            pos.add_(1)
-            return logits
-
-        replay = ReplayableStep(body, use_graph=use_graph, warmup=warmup)
-        token = static_token[:, 0]
-
-        def step(tok):
-            static_token.copy_(tok[:, None])
-            return replay().argmax(-1)
-    else:
-        return {"error": "n/a"}  # no static-cache step for this model (its eager steps are timed above)
+    try:
+        step, token = _static_step(model, name, prompt, context + warmup + steps + 4, use_graph, warmup,
+                                   prefill_chunk)
+    except ValueError as exc:  # fla, or a hybrid NaLa preset (softmax layers have no fixed-size state)
+        return {"error": f"n/a ({str(exc)[:60]})"}
     token = step(token)  # one untimed replay
     _sync(device)
     start = time.perf_counter()
@@ -359,7 +382,11 @@ def run(args: argparse.Namespace) -> int:
     train_contexts = [int(x) for x in str(args.train_contexts).split(",") if x]
     decode_contexts = [int(x) for x in str(args.decode_contexts).split(",") if x]
     torch.manual_seed(0)
-    models = build_models([m.strip() for m in args.models.split(",") if m.strip()], args.preset)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted({m.strip() for m in args.compile.split(",") if m.strip()} - set(names) - {"all"})
+    if unknown:
+        raise ValueError(f"--compile: {unknown} not among --models {names}")
+    models = build_models(names, args.preset)
     results = {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
                "compiled": [n for n in models if _compiled(args.compile, n)],
                "dtype": args.dtype, "preset": args.preset, "train_contexts": train_contexts,
@@ -388,6 +415,9 @@ def run(args: argparse.Namespace) -> int:
                 torch.cuda.empty_cache()
             graphed = bench_graph_decoding(model, name, context, args.decode_batch, args.decode_steps, device,
                                            args.warmup)
+            gc.collect()  # the captured graph and its static buffers (a reference cycle) before the next context
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             entry["decode"][str(context)].update({f"graph_{k}" if k == "error" else k: v for k, v in graphed.items()})
             _progress(args.json, results, name, "decode", context)
         print(f"{name}: {entry['params'] / 1e6:.1f}M parameters done", flush=True)

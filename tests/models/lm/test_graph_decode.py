@@ -98,11 +98,52 @@ def test_bad_arguments_are_named():
         GraphedDecoder(nala, cache, use_graph=False)
 
 
+def test_buffers_are_plain_tensors_whatever_the_prefill_mode():
+    model = tiny_model("nala")
+    prompt = random_ids(2, 6)
+    want_tokens, want_logits, _ = _reference_continuation(model, prompt, 3)
+    out = model(prompt, use_cache=True)  # grad enabled: the prefill's state has autograd history
+    decoder = GraphedDecoder(model, cache_of(out), use_graph=False)
+    assert all(t.grad_fn is None and not t.requires_grad for t in decoder._buffers())
+    with torch.inference_mode():
+        cache = cache_of(model(prompt, use_cache=True))
+        decoder = GraphedDecoder(model, cache, use_graph=False)
+    assert not any(t.is_inference() for t in decoder._buffers())
+    torch.testing.assert_close(decoder.step(want_tokens[:, 0]), want_logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_failed_capture_leaves_the_cache_as_it_was(monkeypatch):
+    import nalaformer.models.lm.graph_decode as graph_decode
+
+    model = tiny_model("nala")
+    with torch.no_grad():
+        cache = cache_of(model(random_ids(2, 6), use_cache=True))
+    states, seen = cache.states, cache.seen
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("capture failed")
+    monkeypatch.setattr(graph_decode, "ReplayableStep", failing)
+    with pytest.raises(RuntimeError, match="capture failed"):
+        GraphedDecoder(model, cache, use_graph=False)
+    assert cache.states is states and cache.seen is seen
+
+
+def test_token_and_length_arguments_are_checked():
+    model = tiny_model("nala")
+    with torch.no_grad():
+        decoder = GraphedDecoder(model, cache_of(model(random_ids(2, 6), use_cache=True)), use_graph=False)
+    with pytest.raises(ValueError, match="tokens: expected integer token ids"):
+        decoder.step(torch.zeros(2))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        decoder.generate(torch.zeros(2, dtype=torch.long), 0)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_graph_replay_equals_eager_decoding(dtype):
-    model = tiny_model("nala").cuda().to(dtype)
+@pytest.mark.parametrize("conv", [0, 3])
+def test_cuda_graph_replay_equals_eager_decoding(dtype, conv):
+    model = tiny_model("nala", short_conv_size=conv).cuda().to(dtype)
     prompt = random_ids(2, 33).cuda()
     want_tokens, want_logits, _ = _reference_continuation(model, prompt, 8)
     with torch.no_grad():
@@ -110,9 +151,12 @@ def test_cuda_graph_replay_equals_eager_decoding(dtype):
         decoder = GraphedDecoder(model, cache_of(out))
         assert decoder._run.graph is not None
         token = want_tokens[:, 0]
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
         for i, ref in enumerate(want_logits):
-            logits = decoder.step(token).clone()
-            tol = 1e-5 if dtype == torch.float32 else 2e-2
+            if i == 3:  # an ordinary cached call between replays: the next replay continues from it
+                logits = model(token[:, None], cache=decoder.cache, use_cache=True).logits[:, -1]
+            else:
+                logits = decoder.step(token).clone()
             torch.testing.assert_close(logits.float(), ref.float(), rtol=tol, atol=tol)
             token = want_tokens[:, i + 1]
     assert torch.isfinite(logits).all()

@@ -46,10 +46,44 @@ def test_compile_flag_selects_models():
     assert not bench_lm._compiled("", "nala")
 
 
-def test_static_llama_decode_with_a_chunked_prefill():
+def test_static_llama_decoder_equals_dynamic_cache_decoding():
     import torch
 
-    models = bench_lm.build_models(["llama"], "nala-tiny")
-    llama = models["llama"].eval()
+    llama = bench_lm.build_models(["llama"], "nala-tiny")["llama"].eval()
+    prompt = torch.randint(0, llama.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        key = bench_lm._cache_kwarg(llama)  # past_key_values (transformers 5.17) or cache (later 5.x)
+        out = llama(prompt, use_cache=True)
+        cache, token = bench_lm._output_cache(out), out.logits[:, -1:].argmax(-1)
+        # a chunked prefill (16 + 16 + 8) into 48 slots, then static steps at positions 40, 41, 42
+        replay, static_token = bench_lm.llama_static_decoder(llama, prompt, 48, prefill_chunk=16, use_graph=False)
+        assert torch.equal(static_token, token)
+        for _ in range(3):
+            want = llama(token, use_cache=True, **{key: cache})
+            cache = bench_lm._output_cache(want)
+            got = replay()
+            torch.testing.assert_close(got, want.logits[:, -1], rtol=1e-5, atol=1e-5)
+            token = want.logits[:, -1:].argmax(-1)
+            static_token.copy_(token)
     result = bench_lm.bench_graph_decoding(llama, "llama", 40, 2, 3, torch.device("cpu"), 1, prefill_chunk=16)
     assert result.get("graph_tokens_per_s", 0) > 0, result
+
+
+def test_graph_decoding_reports_models_without_a_static_step():
+    import torch
+
+    from tests.models.lm.helpers import tiny_model
+
+    hybrid = tiny_model("hybrid-conv")
+    result = bench_lm.bench_graph_decoding(hybrid, "nala", 8, 1, 2, torch.device("cpu"), 1)
+    assert result["error"].startswith("n/a (cache: layer 1")
+
+
+def test_compile_names_must_be_benchmarked_models(tmp_path):
+    import pytest
+
+    parser = argparse.ArgumentParser()
+    bench_lm.add_arguments(parser)
+    with pytest.raises(ValueError, match="--compile"):
+        bench_lm.run(parser.parse_args(["--quick", "--models", "nala", "--compile", "NaLa",
+                                        "--json", str(tmp_path / "b.json")]))

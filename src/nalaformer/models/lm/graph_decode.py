@@ -5,9 +5,10 @@ costs more than running them (docs/benchmarks.md). NaLa's cache has a fixed size
 be captured once and replayed for every later token: the token goes into a static input buffer and the
 step writes the new recurrent state back into the cache's own buffers, in place.
 
-    out = model(prompt, use_cache=True, logits_to_keep=1)          # prefill, any length
-    decoder = GraphedDecoder(model, output_cache(out))             # captures one step
-    tokens = decoder.generate(out.logits[:, -1].argmax(-1), 100)   # (B, 100) greedy continuation
+    with torch.no_grad():
+        out = model(prompt, use_cache=True, logits_to_keep=1)          # prefill, any length
+    decoder = GraphedDecoder(model, output_cache(out))                 # captures one step
+    tokens = decoder.generate(out.logits[:, -1].argmax(-1), 100)       # (B, 100) greedy continuation
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ class GraphedDecoder:
             kernels are compiled/tuned and workspaces allocated outside the graph.
 
     ``step(tokens)`` takes (B,) or (B, 1) token ids and returns the next-token logits (B, V): a view of a
-    static buffer, overwritten by the next step. Token ids are not range-checked here (that would
-    synchronise with the device every token): they are expected to come from the model's own logits.
+    static buffer, overwritten by the next step. Replayed steps do not range-check token ids (that would
+    synchronise with the device every token; the eager fallback does): they are expected to come from the
+    model's own logits. Construction replaces the cache's tensors with the decoder's own copies, so state
+    tensors taken from the cache before it no longer follow it.
     Ordinary cached calls (``model(ids, cache=decoder.cache)``) may come between steps: the next step first
     copies the cache's state into the buffers the graph reads.
     """
@@ -50,17 +53,24 @@ class GraphedDecoder:
                                  f"needs a fixed-size cache (softmax layers of hybrid models grow theirs)")
         self.model, self.cache = model, cache
         self.batch = cache.seen.shape[0]
-        device = cache.seen.device
-        self.use_graph = device.type == "cuda" if use_graph is None else use_graph
-        if self.use_graph and device.type != "cuda":
-            raise ValueError(f"use_graph: CUDA graphs need a CUDA cache, got device {device}")
-        # the cache's buffers become ours (cloned once), so updating them in place touches nothing else
-        cache.states = [self._clone_state(s) for s in cache.states]
-        cache.seen = cache.seen.clone()
-        self._states, self._seen = list(cache.states), cache.seen
-        self._token = torch.zeros(self.batch, 1, dtype=torch.long, device=device)
-        self._run = ReplayableStep(self._body, use_graph=self.use_graph, warmup=warmup,
-                                   after_warmup=self._snapshot() if self.use_graph else None)
+        self.device = cache.seen.device
+        self.use_graph = self.device.type == "cuda" if use_graph is None else use_graph
+        if self.use_graph and self.device.type != "cuda":
+            raise ValueError(f"use_graph: CUDA graphs need a CUDA cache, got device {self.device}")
+        original = (cache.states, cache.seen)
+        # the cache's buffers become ours: cloned once (plain tensors without autograd history, also when
+        # built under inference_mode), so updating them in place touches nothing else
+        with torch.inference_mode(False), torch.no_grad():
+            self._states = [self._clone_state(s) for s in cache.states]
+            self._seen = cache.seen.clone()
+            self._token = torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
+            cache.states, cache.seen = list(self._states), self._seen
+            try:
+                self._run = ReplayableStep(self._body, use_graph=self.use_graph, warmup=warmup,
+                                           after_warmup=self._snapshot() if self.use_graph else None)
+            except BaseException:  # a failed warm-up/capture leaves the caller's cache as it was
+                cache.states, cache.seen = original
+                raise
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -70,6 +80,9 @@ class GraphedDecoder:
         if tokens.dim() not in (1, 2) or tokens.shape[0] != self.batch or tokens.numel() != self.batch:
             raise ValueError(f"tokens: expected ({self.batch},) or ({self.batch}, 1) token ids, "
                              f"got {tuple(tokens.shape)}")
+        if tokens.dtype not in (torch.int64, torch.int32) or tokens.device != self.device:
+            raise ValueError(f"tokens: expected integer token ids on {self.device}, got {tokens.dtype} on "
+                             f"{tokens.device}")
         self._adopt_outside_changes()
         self._token.copy_(tokens.view(self.batch, 1))
         logits = self._run()
@@ -80,6 +93,8 @@ class GraphedDecoder:
     def generate(self, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Greedy continuation: feed ``tokens`` (B,), then each argmax; returns (B, max_new_tokens) ids,
         starting with ``tokens`` (the first token after the prefill)."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens: expected at least 1, got {max_new_tokens}")
         out = [tokens.view(self.batch)]
         for _ in range(max_new_tokens - 1):
             out.append(self.step(out[-1]).argmax(-1))
@@ -99,8 +114,9 @@ class GraphedDecoder:
         if cache.seen is self._seen and all(a is b for a, b in zip(cache.states, self._states)):
             return
         if cache.seen is None or cache.seen.shape != self._seen.shape:
-            raise ValueError(f"cache: it now holds {None if cache.seen is None else cache.seen.shape[0]} rows, "
-                             f"the decoder was built for {self.batch}; build a new GraphedDecoder")
+            rows = "no" if cache.seen is None else cache.seen.shape[0]
+            raise ValueError(f"cache: it now holds {rows} rows, the decoder was built for {self.batch}; "
+                             f"build a new GraphedDecoder")
         for static, now in zip(self._states, cache.states):
             for dst, src in zip(static.nala, now.nala):
                 dst.copy_(src)
