@@ -78,7 +78,7 @@ def _prefix_state(num_seqs, heads, d, dv, seed, device):
 
 def check(device="cpu", dtype=torch.float32, b=2, n=37, h=2, d=16, dv=32, *, causal=False, rope=True,
           inhibit="relu", segments=None, init=False, final=False, lam=3.0, tau=0.5, zero_rows=False,
-          strided=False, eps=1e-6, seed=0, tol=None, per_pair=False):
+          strided=False, eps=1e-6, seed=0, tol=None, per_pair=False, max_seqlen=None):
     """Run triton and the float64 reference on the same inputs; compare outputs and all gradients."""
     tol = TOL[dtype] if tol is None else tol
     g = torch.Generator().manual_seed(seed)
@@ -109,7 +109,7 @@ def check(device="cpu", dtype=torch.float32, b=2, n=37, h=2, d=16, dv=32, *, cau
     kw = {"causal": causal, "inhibit": inhibit, "lam": lam, "tau": tau, "eps": eps, "cu_seqlens": cu}
     if causal:
         kw["output_final_state"] = final
-    out = nala_attention(*ins, rope=tables, initial_state=state, backend="triton", **kw)
+    out = nala_attention(*ins, rope=tables, initial_state=state, backend="triton", max_seqlen=max_seqlen, **kw)
     ref = nala_attention_reference(*ref_ins, rope=None if tables is None else tuple(t.double() for t in tables),
                                    initial_state=ref_state, **kw)
     o, o_ref = (out[0], ref[0]) if final else (out, ref)
@@ -190,9 +190,25 @@ def test_lengths_no_rope(causal, n):
     check(n=n, d=32, dv=16, causal=causal, rope=False, eps=0.5 if n == 1 else 1e-6)
 
 
+@pytest.mark.parametrize("hint", [None, 20, 33], ids=["offsets-read", "max_seqlen-exact", "max_seqlen-larger"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_cu_seqlens(causal):
-    check(segments=[5, 0, 17, 1, 20], causal=causal, inhibit="cosine" if causal else "relu")
+def test_cu_seqlens(causal, hint):
+    check(segments=[5, 0, 17, 1, 20], causal=causal, inhibit="cosine" if causal else "relu", max_seqlen=hint)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_max_seqlen_hint_reads_no_offsets_back(monkeypatch, causal):
+    """With max_seqlen the op never copies cu_seqlens to the host (no device sync per call)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 30, 2, 16, requires_grad=True) for _ in range(3))
+    cu = torch.tensor([0, 4, 30], dtype=torch.int32)
+    want = nala_attention(q, k, v, causal=causal, cu_seqlens=cu, backend="triton")
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: pytest.fail("cu_seqlens read back to the host"))
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: pytest.fail("a tensor read back to the host"))
+    got = nala_attention(q, k, v, causal=causal, cu_seqlens=cu, max_seqlen=26, backend="triton")
+    got.sum().backward()
+    monkeypatch.undo()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -410,7 +426,8 @@ def test_torch_compile_fullgraph_noncausal(inhibit):
     def f(q, k, v):
         a = nala_attention(q.sin(), k, v, rope=rope, inhibit=inhibit, backend="triton")
         b = nala_attention(q, k.cos(), v, cu_seqlens=cu, inhibit=inhibit, backend="triton")
-        return (a * 2 + b).relu()
+        c = nala_attention(q, k, v.sin(), cu_seqlens=cu, max_seqlen=14, inhibit=inhibit, backend="triton")
+        return (a * 2 + b - c).relu()
 
     _compiled_vs_eager(f, [q, k, v], fullgraph=True)
 
@@ -463,7 +480,7 @@ def test_custom_ops_pass_opcheck():
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 9, 2, 16, requires_grad=True) for _ in range(3))
     sin, cos = rope_1d(9, 16, per_pair=True)
-    args = (q, k, v, sin, cos, None, "relu", 3.0, 0.5, 20.0, 1e-6, 1e-6, True)
+    args = (q, k, v, sin, cos, None, None, "relu", 3.0, 0.5, 20.0, 1e-6, 1e-6, True)
     checks = ("test_schema", "test_faketensor", "test_autograd_registration")
     torch.library.opcheck(torch.ops.nalaformer.nala_noncausal_fwd.default, args, test_utils=checks)
     causal_args = (q, k, v, sin, cos, "cosine", 3.0, 0.5, 20.0, 1e-6, 1e-6)

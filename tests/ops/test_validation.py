@@ -76,6 +76,18 @@ def test_cu_seqlens_errors():
     expect(ValueError, r"cu_seqlens: expected a 1-D tensor", q, k, v, cu_seqlens=torch.tensor([[0, 10]]))
 
 
+def test_max_seqlen_errors():
+    q, k, v = qkv(n=10)
+    cu = torch.tensor([0, 4, 10])
+    expect(ValueError, r"max_seqlen: a hint for packed sequences, given without cu_seqlens", q, k, v, max_seqlen=4)
+    expect(ValueError, r"max_seqlen: expected an int in \[0, N = 10\]", q, k, v, cu_seqlens=cu, max_seqlen=11)
+    expect(ValueError, r"max_seqlen: expected an int", q, k, v, cu_seqlens=cu, max_seqlen=6.0)
+    expect(ValueError, r"max_seqlen: expected an int", q, k, v, cu_seqlens=cu, max_seqlen=True)
+    # the PyTorch paths read the offsets anyway: a hint changes nothing there
+    torch.testing.assert_close(nf.nala_attention(q, k, v, cu_seqlens=cu, max_seqlen=6),
+                               nf.nala_attention(q, k, v, cu_seqlens=cu))
+
+
 def test_state_errors():
     q, k, v = qkv()
     good = nf.NaLaState.zeros(1, 2, 8, 8)

@@ -170,8 +170,8 @@ class CausalAttention(nn.Module):
         init = None if prev is None or layout.seq_row is None else prev.index_select(layout.seq_row)
         rope = layout.rope(self.head_dim, self.rope_theta, view="packed")
         out = nala_attention(layout.pack(q), layout.pack(k), layout.pack(v), causal=True, rope=rope,
-                             cu_seqlens=layout.cu_seqlens, initial_state=init, output_final_state=keep_state,
-                             backend=self.backend, **self.nala_kwargs)
+                             cu_seqlens=layout.cu_seqlens, max_seqlen=layout.max_seqlen, initial_state=init,
+                             output_final_state=keep_state, backend=self.backend, **self.nala_kwargs)
         o, final = out if keep_state else (out, None)
         if not keep_state:
             return layout.unpack(o), None

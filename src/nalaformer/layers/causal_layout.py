@@ -29,6 +29,8 @@ class TokenLayout:
     token_index: (T,) flat grid indices of the real tokens, sequence after sequence (packed view only).
     cu_seqlens:  (S+1,) offsets of the sequences in the packed view (packed view only).
     seq_row:     (S,) grid row whose cached state each packed sequence continues (None: fresh sequences).
+    max_seqlen:  the longest packed sequence (packed view only), read once here so that the attention
+                 calls of every layer need not read ``cu_seqlens`` back from the device.
     """
 
     batch: int
@@ -39,6 +41,7 @@ class TokenLayout:
     token_index: torch.Tensor | None = None
     cu_seqlens: torch.Tensor | None = None
     seq_row: torch.Tensor | None = None
+    max_seqlen: int | None = None
     _tables: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -192,5 +195,6 @@ def _packed_layout(batch: int, length: int, positions: torch.Tensor, valid: torc
     segment_ids = torch.full((batch * length,), -1, dtype=torch.int64, device=device)
     segment_ids[token_index] = seg_of_token
     seq_row = None if fresh else token_index[cu_seqlens[:-1]] // length
+    max_seqlen = int(lengths.max()) if num_seqs else 0
     return TokenLayout(batch, length, positions, valid, segment_ids.view(batch, length), token_index, cu_seqlens,
-                       seq_row)
+                       seq_row, max_seqlen)

@@ -73,6 +73,7 @@ def nala_attention(
     initial_state: NaLaState | tuple | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    max_seqlen: int | None = None,
     backend: str = "auto",
 ):
     """Norm-aware linear attention (NaLa), non-causal or causal.
@@ -88,6 +89,10 @@ def nala_attention(
         eps: denominator epsilon; norm_eps: floor of the query/key norm.
         initial_state, output_final_state: carry the causal state across calls (decoding, chunking).
         cu_seqlens: (S+1,) int32/int64 offsets of packed sequences (B must be 1); segments are independent.
+        max_seqlen: with ``cu_seqlens``, the length of the longest sequence (as flash-attn takes it). Given,
+            the offsets are used as they are, without reading them back to the host (no device sync per
+            call: compute it once per batch and pass it to every layer); they must then be valid and
+            ``max_seqlen`` exact or larger. Without it the offsets are read and checked.
         backend: ``"auto"`` (fused Triton kernels for CUDA tensors they take, else PyTorch), ``"triton"``,
             ``"torch"`` (memory-lean PyTorch), ``"reference"`` (readable, small inputs).
 
@@ -97,12 +102,14 @@ def nala_attention(
     """
     validate_nala_inputs(q, k, v, causal=causal, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha,
                          eps=eps, norm_eps=norm_eps, initial_state=initial_state,
-                         output_final_state=output_final_state, cu_seqlens=cu_seqlens, backend=backend)
-    impl = {"torch": nala_attention_torch, "reference": nala_attention_reference,
-            "triton": _triton_attention}[_resolve_backend(backend, q, v, rope)]
+                         output_final_state=output_final_state, cu_seqlens=cu_seqlens, backend=backend,
+                         max_seqlen=max_seqlen)
+    chosen = _resolve_backend(backend, q, v, rope)
+    impl = {"torch": nala_attention_torch, "reference": nala_attention_reference, "triton": _triton_attention}[chosen]
+    hint = {"max_seqlen": max_seqlen} if chosen == "triton" else {}  # the PyTorch paths read the offsets anyway
     return impl(q, k, v, causal=causal, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps,
                 norm_eps=norm_eps, initial_state=as_state(initial_state), output_final_state=output_final_state,
-                cu_seqlens=cu_seqlens)
+                cu_seqlens=cu_seqlens, **hint)
 
 
 def nala_decode_step(

@@ -96,9 +96,10 @@ def _check_state(state, num_seqs: int, heads: int, head_dim: int, value_dim: int
         raise TypeError(f"{arg}.count: expected an integer tensor, got {count.dtype}")
 
 
-def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor) -> int:
+def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor, max_seqlen: int | None = None) -> int:
     """Packed-sequence offsets: type, shape, device, batch 1, values from 0 to N, non-decreasing. While
-    torch.compile traces, the values (data) are checked when the op runs instead."""
+    torch.compile traces, the values (data) are checked when the op runs instead. With ``max_seqlen`` the
+    values are trusted (not read back to the host: no device sync); only the hint itself is checked."""
     if not isinstance(cu_seqlens, torch.Tensor):
         raise TypeError(f"cu_seqlens: expected an int32/int64 tensor, got {type(cu_seqlens).__name__}")
     if cu_seqlens.dtype not in (torch.int32, torch.int64):
@@ -109,6 +110,11 @@ def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor) -> in
         raise ValueError(f"cu_seqlens: expected device {q.device} like q, got {cu_seqlens.device}")
     if batch != 1:
         raise ValueError(f"cu_seqlens: packed sequences need batch size B = 1, got B = {batch}")
+    if max_seqlen is not None:
+        if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int) or not 0 <= max_seqlen <= length:
+            raise ValueError(f"max_seqlen: expected an int in [0, N = {length}] (the longest packed sequence), "
+                             f"got {max_seqlen!r}")
+        return cu_seqlens.numel() - 1
     if torch.compiler.is_compiling():  # the values are data: checked in eager calls, not while tracing
         return cu_seqlens.numel() - 1
     offsets = cu_seqlens.tolist()
@@ -121,7 +127,7 @@ def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor) -> in
 
 def validate_nala_inputs(
     q, k, v, *, causal: bool, rope, inhibit: str, lam: float, tau: float, alpha: float, eps: float,
-    norm_eps: float, initial_state, output_final_state: bool, cu_seqlens, backend: str,
+    norm_eps: float, initial_state, output_final_state: bool, cu_seqlens, backend: str, max_seqlen: int | None = None,
 ) -> NaLaProblem:
     """Check a ``nala_attention`` call; raise TypeError/ValueError naming the bad argument."""
     _check_tensor("q", q, 4, "(B, N, H, D)")
@@ -142,7 +148,9 @@ def validate_nala_inputs(
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if not isinstance(causal, bool):
         raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
-    num_seqs = batch if cu_seqlens is None else check_cu_seqlens(cu_seqlens, batch, length, q)
+    if max_seqlen is not None and cu_seqlens is None:
+        raise ValueError("max_seqlen: a hint for packed sequences, given without cu_seqlens")
+    num_seqs = batch if cu_seqlens is None else check_cu_seqlens(cu_seqlens, batch, length, q, max_seqlen)
     if rope is not None:
         _check_rope(rope, ((length,),), head_dim, q, "one row per token")
     if not causal and (initial_state is not None or output_final_state):

@@ -88,12 +88,14 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens) -> _Plan:
+def _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens, max_seqlen=None) -> _Plan:
     interpret = q.device.type != "cuda"
     if interpret and not interpreter_enabled():
         raise ValueError("backend: 'triton' runs on CUDA tensors (or on CPU with TRITON_INTERPRET=1)")
     if cu_seqlens is None:
         nseq, max_len = q.shape[0], q.shape[1]
+    elif max_seqlen is not None:  # the caller's hint: no read-back of the offsets
+        nseq, max_len = cu_seqlens.shape[0] - 1, max_seqlen
     else:
         offs = cu_seqlens.tolist()
         nseq = len(offs) - 1
@@ -610,9 +612,9 @@ class _Causal(torch.autograd.Function):
 @outside_autocast
 def nala_attention_triton(
     q, k, v, *, causal=False, rope=None, inhibit="relu", lam=3.0, tau=0.5, alpha=20.0, eps=1e-6, norm_eps=1e-6,
-    initial_state: NaLaState | None = None, output_final_state=False, cu_seqlens=None,
+    initial_state: NaLaState | None = None, output_final_state=False, cu_seqlens=None, max_seqlen=None,
 ):
-    plan = _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens)
+    plan = _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens, max_seqlen)
     q, k, v, sin, cos, cu = prepare_inputs(q, k, v, rope, cu_seqlens)
     if not causal:
         return _NonCausal.apply(q, k, v, sin, cos, cu, plan)
