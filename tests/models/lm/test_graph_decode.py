@@ -160,3 +160,37 @@ def test_cuda_graph_replay_equals_eager_decoding(dtype, conv):
             torch.testing.assert_close(logits.float(), ref.float(), rtol=tol, atol=tol)
             token = want_tokens[:, i + 1]
     assert torch.isfinite(logits).all()
+
+
+def test_sampling_follows_transformers_warpers():
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    model = tiny_model("nala")
+    prompt = random_ids(2, 7)
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+        first = out.logits[:, -1].argmax(-1)
+        decoder = GraphedDecoder(model, cache_of(out), use_graph=False)
+        got = decoder.generate(first, 6, do_sample=True, temperature=0.7, top_k=20, top_p=0.9,
+                               generator=torch.Generator().manual_seed(3))
+        # the same draws by hand, from the model's ordinary cached decoding (a fresh prefill: the decoder
+        # advanced the first one's cache in place)
+        cache, gen, want = cache_of(model(prompt, use_cache=True)), torch.Generator().manual_seed(3), [first]
+        for _ in range(5):
+            step = model(want[-1][:, None], cache=cache, use_cache=True)
+            cache = cache_of(step)
+            ids = torch.stack(want, 1)
+            scores = step.logits[:, -1].float()
+            for warper in (TemperatureLogitsWarper(0.7), TopKLogitsWarper(20), TopPLogitsWarper(0.9)):
+                scores = warper(ids, scores)
+            want.append(torch.multinomial(scores.softmax(-1), 1, generator=gen)[:, 0])
+    assert torch.equal(got, torch.stack(want, 1))
+    assert not torch.equal(got[:, 1:], decoder_greedy(model, prompt, 6)[:, 1:])  # sampling did change tokens
+    with pytest.raises(ValueError, match="without do_sample"):
+        decoder.generate(first, 2, temperature=0.5)
+
+
+def decoder_greedy(model, prompt, steps):
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+        return GraphedDecoder(model, cache_of(out), use_graph=False).generate(out.logits[:, -1].argmax(-1), steps)

@@ -90,15 +90,46 @@ class GraphedDecoder:
         return logits
 
     @torch.no_grad()
-    def generate(self, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy continuation: feed ``tokens`` (B,), then each argmax; returns (B, max_new_tokens) ids,
-        starting with ``tokens`` (the first token after the prefill)."""
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, *, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, logits_processor=None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Continue every row for exactly ``max_new_tokens`` tokens: feed ``tokens`` (B,) (the first token
+        after the prefill), then each chosen next token. Returns (B, max_new_tokens) ids starting with
+        ``tokens``. Greedy by default; ``do_sample`` samples after transformers' temperature / top-k / top-p
+        warpers (and any ``logits_processor``, a transformers ``LogitsProcessorList``, applied first), drawing
+        from ``generator``. There is no early stop at an end-of-sequence token (that would synchronise with
+        the device every step): cut the rows afterwards."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: expected at least 1, got {max_new_tokens}")
+        choose = self._chooser(do_sample, temperature, top_k, top_p, logits_processor, generator)
         out = [tokens.view(self.batch)]
         for _ in range(max_new_tokens - 1):
-            out.append(self.step(out[-1]).argmax(-1))
+            out.append(choose(torch.stack(out, 1), self.step(out[-1])))
         return torch.stack(out, 1)
+
+    @staticmethod
+    def _chooser(do_sample, temperature, top_k, top_p, logits_processor, generator):
+        """(ids so far (B, T), logits (B, V)) -> next ids (B,)."""
+        from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                            TopKLogitsWarper, TopPLogitsWarper)
+
+        processors = LogitsProcessorList(logits_processor or [])
+        if do_sample:
+            if temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(temperature))
+            if top_k:
+                processors.append(TopKLogitsWarper(top_k))
+            if top_p < 1.0:
+                processors.append(TopPLogitsWarper(top_p))
+        elif (temperature, top_k, top_p) != (1.0, 0, 1.0):
+            raise ValueError("temperature/top_k/top_p: sampling options given without do_sample=True")
+
+        def choose(ids, logits):
+            scores = processors(ids, logits.float())
+            if not do_sample:
+                return scores.argmax(-1)
+            return torch.multinomial(scores.softmax(-1), 1, generator=generator)[:, 0]
+        return choose
 
     # -- internals ------------------------------------------------------------------------------------
 
