@@ -308,18 +308,11 @@ def bench_graph_decoding(model, name: str, context: int, batch: int, steps: int,
         return {"error": f"n/a ({str(exc)[:60]})"}
     token = step(token)  # one untimed replay
     _sync(device)
-    start = time.perf_counter()
-    if use_graph:
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-    for _ in range(steps):
-        token = step(token)
-    if use_graph:
-        end.record()
-        end.synchronize()
-        step_s = begin.elapsed_time(end) / 1e3 / steps
-    else:
-        step_s = (time.perf_counter() - start) / steps
+    times = []
+    with _StepTimer(device)(times):
+        for _ in range(steps):
+            token = step(token)
+    step_s = times[0] / steps
     return {"graph_step_ms": step_s * 1e3, "graph_tokens_per_s": batch / step_s}
 
 

@@ -23,18 +23,23 @@ def _reference_continuation(model, prompt, steps):
     return torch.stack(tokens, 1), logits, cache
 
 
+def _eager_decoder(model, prompt):
+    """Prefill ``prompt``; an eager (graph-free, in-place) decoder on its cache and the first next token."""
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+        return GraphedDecoder(model, cache_of(out), use_graph=False), out.logits[:, -1].argmax(-1)
+
+
 @pytest.mark.parametrize("variant", ["nala", "cosine"])
 def test_eager_in_place_steps_equal_cached_decoding(variant):
     model = tiny_model(variant)
     prompt = random_ids(3, 11)
     want_tokens, want_logits, want_cache = _reference_continuation(model, prompt, 6)
 
+    decoder, token = _eager_decoder(model, prompt)
+    cache = decoder.cache
+    buffers = [t.data_ptr() for t in decoder._buffers()]
     with torch.no_grad():
-        out = model(prompt, use_cache=True)
-        cache = cache_of(out)
-        decoder = GraphedDecoder(model, cache, use_graph=False)
-        buffers = [t.data_ptr() for t in decoder._buffers()]
-        token = out.logits[:, -1].argmax(-1)
         for ref in want_logits[:2]:
             logits = decoder.step(token)
             torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-5)
@@ -44,7 +49,7 @@ def test_eager_in_place_steps_equal_cached_decoding(variant):
     assert cache.length == prompt.shape[1] + 2
     assert torch.equal(cache.seen, torch.full((3,), prompt.shape[1] + 2))
 
-    decoder = GraphedDecoder(model, cache_of(model(prompt, use_cache=True)), use_graph=False)
+    decoder, _ = _eager_decoder(model, prompt)
     tokens = decoder.generate(want_tokens[:, 0], 6)
     assert torch.equal(tokens, want_tokens)
     for got, ref in zip(decoder.cache.states, want_cache.states):
@@ -56,10 +61,9 @@ def test_ordinary_calls_between_steps_are_picked_up():
     model = tiny_model("nala", short_conv_size=3)
     prompt = random_ids(2, 9)
     want_tokens, want_logits, _ = _reference_continuation(model, prompt, 5)
+    decoder, _ = _eager_decoder(model, prompt)
+    cache = decoder.cache
     with torch.no_grad():
-        out = model(prompt, use_cache=True)
-        cache = cache_of(out)
-        decoder = GraphedDecoder(model, cache, use_graph=False)
         torch.testing.assert_close(decoder.step(want_tokens[:, 0]), want_logits[0], rtol=1e-5, atol=1e-5)
         # an ordinary cached call advances the same cache (replacing its tensors) ...
         out = model(want_tokens[:, 1:2], cache=cache, use_cache=True)
@@ -73,10 +77,8 @@ def test_short_conv_state_is_carried():
     model = tiny_model("nala", short_conv_size=3)
     prompt = random_ids(2, 7)
     want_tokens, _, _ = _reference_continuation(model, prompt, 5)
-    with torch.no_grad():
-        out = model(prompt, use_cache=True)
-        tokens = GraphedDecoder(model, cache_of(out), use_graph=False).generate(out.logits[:, -1].argmax(-1), 5)
-    assert torch.equal(tokens, want_tokens)
+    decoder, first = _eager_decoder(model, prompt)
+    assert torch.equal(decoder.generate(first, 5), want_tokens)
 
 
 def test_bad_arguments_are_named():
@@ -167,10 +169,8 @@ def test_sampling_follows_transformers_warpers():
 
     model = tiny_model("nala")
     prompt = random_ids(2, 7)
+    decoder, first = _eager_decoder(model, prompt)
     with torch.no_grad():
-        out = model(prompt, use_cache=True)
-        first = out.logits[:, -1].argmax(-1)
-        decoder = GraphedDecoder(model, cache_of(out), use_graph=False)
         got = decoder.generate(first, 6, do_sample=True, temperature=0.7, top_k=20, top_p=0.9,
                                generator=torch.Generator().manual_seed(3))
         # the same draws by hand, from the model's ordinary cached decoding (a fresh prefill: the decoder
@@ -185,12 +185,8 @@ def test_sampling_follows_transformers_warpers():
                 scores = warper(ids, scores)
             want.append(torch.multinomial(scores.softmax(-1), 1, generator=gen)[:, 0])
     assert torch.equal(got, torch.stack(want, 1))
-    assert not torch.equal(got[:, 1:], decoder_greedy(model, prompt, 6)[:, 1:])  # sampling did change tokens
+    greedy, _ = _eager_decoder(model, prompt)
+    assert not torch.equal(got[:, 1:], greedy.generate(first, 6)[:, 1:])  # sampling did change tokens
     with pytest.raises(ValueError, match="without do_sample"):
         decoder.generate(first, 2, temperature=0.5)
 
-
-def decoder_greedy(model, prompt, steps):
-    with torch.no_grad():
-        out = model(prompt, use_cache=True)
-        return GraphedDecoder(model, cache_of(out), use_graph=False).generate(out.logits[:, -1].argmax(-1), steps)

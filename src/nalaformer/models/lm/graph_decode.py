@@ -148,33 +148,33 @@ class GraphedDecoder:
             rows = "no" if cache.seen is None else cache.seen.shape[0]
             raise ValueError(f"cache: it now holds {rows} rows, the decoder was built for {self.batch}; "
                              f"build a new GraphedDecoder")
-        for static, now in zip(self._states, cache.states):
-            for dst, src in zip(static.nala, now.nala):
-                dst.copy_(src)
-            if static.conv is not None:
-                static.conv.copy_(now.conv)
-        self._seen.copy_(cache.seen)
-        cache.states, cache.seen = list(self._states), self._seen
+        self._write_back()
 
-    def _buffers(self) -> list[torch.Tensor]:
-        tensors = [self._seen]
-        for s in self._states:
+    @staticmethod
+    def _tensors(states, seen) -> list[torch.Tensor]:
+        """The state tensors of a cache, flat, in one fixed order (seen, then per layer kv, k_sum, count, conv)."""
+        tensors = [seen]
+        for s in states:
             tensors += list(s.nala) + ([] if s.conv is None else [s.conv])
         return tensors
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return self._tensors(self._states, self._seen)
+
+    def _write_back(self) -> None:
+        """Copy the cache's current state (new tensors from a forward) into the static buffers and point the
+        cache back at them."""
+        for dst, src in zip(self._buffers(), self._tensors(self.cache.states, self.cache.seen)):
+            dst.copy_(src)
+        self.cache.states, self.cache.seen = list(self._states), self._seen
 
     def _body(self) -> torch.Tensor:
         """One decode step whose new state lands in the static buffers; returns the logits (B, V)."""
         cache, length = self.cache, self.cache.length
         cache.states, cache.seen = list(self._states), self._seen  # what a replay reads, eager or not
         out = self.model(self._token, cache=cache, use_cache=True, logits_to_keep=1)
-        for static, new in zip(self._states, cache.states):
-            for dst, src in zip(static.nala, new.nala):
-                dst.copy_(src)
-            if static.conv is not None:
-                static.conv.copy_(new.conv)
-        self._seen.copy_(cache.seen)
-        # the forward replaced the cache's tensors and counted the column: point it back at the buffers
-        cache.states, cache.seen, cache.length = list(self._states), self._seen, length
+        self._write_back()  # the forward replaced the cache's tensors ...
+        cache.length = length  # ... and counted the column (step() counts it once, graph or not)
         return out.logits[:, -1]
 
     def _snapshot(self):

@@ -37,9 +37,9 @@ __all__ = ["nala_attention_triton", "nala_decode_step_triton"]
 POISON = False  # tests set this: every buffer the kernels must fill starts as NaN
 INTERPRET_PREFETCH = True  # the interpreter's config: tests flip it to cover both loop forms
 # non-causal backward with dq and dk/dv wanted: one fused q-side pass or the two separate kernels.
-# "separate" / "fused" force one; None = the tuner times both. The fused kernel has passed the interpreter
-# tests but not yet run on a GPU, so until it has, the default is "separate" (NALAFORMER_TRITON_FUSED_QSUM=1
-# lets the tuner time both).
+# "separate" / "fused" force one; None = the tuner times both. On an H200 (2026-11-28, bf16, D = Dv = 64) the
+# fused form was correct but slower (0.695 vs 0.436 ms: one program holding both paths spills), so the
+# default is "separate" (NALAFORMER_TRITON_FUSED_QSUM=1 lets the tuner time both, e.g. on other GPUs).
 QSUM_MODE: str | None = None if os.environ.get("NALAFORMER_TRITON_FUSED_QSUM", "0") == "1" else "separate"
 
 
@@ -292,6 +292,8 @@ def _zero_workspaces(nseq: int, h: int, d: int, dv: int, dev) -> tuple[torch.Ten
     (the flat buffer, the state sums, the normalizer sums)."""
     flat = torch.zeros(_workspace_size(nseq, h, d, dv), dtype=torch.float32, device=dev)
     return (flat, *_split_workspace(flat, nseq, h, d, dv))
+
+
 def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
     kern = load_kernels(plan.interpret)
     b, n, h, d = q.shape
