@@ -57,3 +57,29 @@ def test_compiled_check_compares_against_the_eager_module():
         other.head.fc.weight.mul_(2.0)
     check = check_compiled(other, model, settings)
     assert not check["passed"] and check["rel_err_bf16"] > 0.1
+
+
+def test_fp32_check_runs_without_tf32_and_restores_the_flags():
+    """cuDNN's default TF32 convolutions move fp32 logits ~3e-4 on a GPU: the fp32 check turns TF32 off."""
+    import pytest
+
+    from nalaformer.bench.vision import exact_fp32
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return x.flatten(1)
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        check = check_equal(Probe(), Probe(), Settings(device="cpu", image_size=8, check_batch=1))
+        assert check["passed"] and seen and all(flags == (False, False) for flags in seen)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+        with pytest.raises(RuntimeError), exact_fp32():
+            raise RuntimeError("inside")
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -8,7 +8,8 @@ Measures, all under bf16 autocast with channels_last tensors:
     of nalaformer_t / nalaformer_s, the authors' formulation of the same networks (re-created below from
     spec §5-§6 with the released layout: permutes, per-forward rotary tables, an fp32 attention island),
     timm's swin_tiny_patch4_window7_224 and convnext_tiny;
-  * that our outputs equal the authors' math: ours in fp32 within 1e-4, ours in bf16 within bf16 tolerance;
+  * that our outputs equal the authors' math: ours in fp32 within 1e-4 (TF32 off for the check), ours in bf16
+    within bf16 tolerance;
   * peak training memory at 1024^2 (batch 4), ours vs the authors'.
 Prints a table with ratios and writes ``DIR/vision_bench.json``. The authors' baseline runs in two
 variants: ``authors`` (its attention island really in fp32: autocast off inside it, as the released code
@@ -366,12 +367,27 @@ def check_compiled(compiled, eager, settings: Settings) -> dict:
     return {"rel_err_bf16": err, "tolerance_bf16": 3e-2, "passed": bool(math.isfinite(err) and err <= 3e-2)}
 
 
+@contextlib.contextmanager
+def exact_fp32():
+    """TF32 off for cuDNN convolutions and CUDA matmuls inside the block, the previous flags restored after.
+
+    PyTorch lets cuDNN convolutions use TF32 by default (10-bit mantissa): on an H200 that alone moves both
+    networks' fp32 logits ~3e-4 away from a CPU fp32 run, so an fp32 comparison only means something without it.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def check_equal(ours, authors, settings: Settings) -> dict:
-    """ours vs the authors' math on the same weights: fp32 vs fp32 and bf16-autocast vs fp32."""
+    """ours vs the authors' math on the same weights: fp32 vs fp32 (TF32 off) and bf16-autocast vs fp32."""
     ours.eval()
     authors.eval()
     x = _images(settings.check_batch, settings.image_size, settings.device, seed=1)
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_fp32():
         reference = authors(x)
         fp32 = ours(x)
         with _autocast(settings.device):
@@ -498,7 +514,8 @@ def parse_args(argv=None) -> tuple[Settings, Path]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few iterations (smoke test)")
     parser.add_argument("--models", nargs="+", help="nalaformer variants (default: nalaformer_t nalaformer_s)")
-    parser.add_argument("--references", nargs="*", help="timm reference models (default: Swin-T, ConvNeXt-T)")
+    parser.add_argument("--references", nargs="*",
+                        help="timm reference models (default: Swin-T, ConvNeXt-T; the flag with no names: none)")
     for flag in ("image-size", "infer-batch", "train-batch", "mem-size", "mem-batch", "warmup", "iters"):
         parser.add_argument(f"--{flag}", type=int)
     parser.add_argument("--compile", action="store_true", help="torch.compile our models")

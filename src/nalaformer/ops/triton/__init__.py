@@ -18,17 +18,20 @@ SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-_TRITON_AVAILABLE: bool | None = None
+def _find_triton() -> bool:
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# Settled at import (find_spec does not import Triton): a flag first set inside a torch.compile trace would
+# fail that graph's guard on the next call and recompile the whole model.
+_TRITON_AVAILABLE: bool = _find_triton()
 
 
 def triton_available() -> bool:
-    """Whether the ``triton`` package can be imported (checked once, without importing it)."""
-    global _TRITON_AVAILABLE
-    if _TRITON_AVAILABLE is None:
-        try:
-            _TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
-        except (ImportError, ValueError):
-            _TRITON_AVAILABLE = False
+    """Whether the ``triton`` package can be imported (checked once, at import, without importing it)."""
     return _TRITON_AVAILABLE
 
 
