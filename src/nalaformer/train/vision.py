@@ -212,7 +212,7 @@ class Trainer:
         # dist_model: the DDP/FSDP-wrapped model (state dicts, FSDP APIs); model: what runs (compiled or not)
         self.dist_model = wrap_model(model, self.env, cfg.distributed)
         self.model = torch.compile(self.dist_model) if cfg.compile else self.dist_model
-        self.optimizer = create_optimizer_v2(unwrap(self.model) if cfg.distributed == "ddp" else self.dist_model,
+        self.optimizer = create_optimizer_v2(unwrap(self.dist_model) if cfg.distributed == "ddp" else self.dist_model,
                                              opt=cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay,
                                              layer_decay=cfg.layer_decay)
         self.steps_per_epoch = len(self.data.train)
