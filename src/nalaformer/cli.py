@@ -13,11 +13,11 @@ import sys
 # command -> module implementing it
 COMMANDS: dict[str, str] = {
     "demo": "nalaformer.analysis.demo",
-    "train": "nalaformer.train.vision",
-    "eval": "nalaformer.train.vision_eval",
-    "predict": "nalaformer.train.vision_eval:predict",
-    "train-lm": "nalaformer.train.lm",
-    "eval-lm": "nalaformer.train.lm_evaluate",
+    "train": "nalaformer.train.vision.train",
+    "eval": "nalaformer.train.vision.evaluate",
+    "predict": "nalaformer.train.vision.evaluate:predict",
+    "train-lm": "nalaformer.train.lm.train",
+    "eval-lm": "nalaformer.train.lm.evaluate",
     "bench": "nalaformer.bench",
 }
 

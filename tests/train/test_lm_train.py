@@ -15,10 +15,10 @@ import pytest
 pytest.importorskip("transformers")
 
 from nalaformer.data.text import DEFAULT_CORPUS_DIRS, CorpusError  # noqa: E402
-from nalaformer.train import lm as train_lm  # noqa: E402
-from nalaformer.train import lm_evaluate  # noqa: E402
-from nalaformer.train.lm import LMTrainConfig  # noqa: E402
-from nalaformer.train.lm_loop import train  # noqa: E402
+from nalaformer.train.lm import train as train_lm  # noqa: E402
+from nalaformer.train.lm import evaluate as lm_evaluate  # noqa: E402
+from nalaformer.train.lm.config import LMTrainConfig  # noqa: E402
+from nalaformer.train.lm.train import train  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -170,7 +170,7 @@ def test_local_tokenizer_directory_and_bf16_autocast(corpus, tmp_path):
 @pytest.mark.parametrize("recipe", sorted((REPO / "configs" / "lm").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_are_valid(recipe):
     from nalaformer.models.lm import PRESETS
-    from nalaformer.train.config import load_yaml
+    from nalaformer.train.core.config import load_yaml
 
     config = LMTrainConfig(**load_yaml(recipe))
     assert config.model in PRESETS

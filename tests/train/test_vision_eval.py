@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nalaformer.cli import main
-from nalaformer.train.vision import Trainer
+from nalaformer.train.vision.train import Trainer
 from tests.train.test_vision_trainer import tiny_config
 
 
@@ -48,8 +48,8 @@ def test_predict_prints_top_k(trained_run, tmp_path, capsys):
 def test_recipes_parse():
     import argparse
 
-    from nalaformer.train.config import config_from_args
-    from nalaformer.train.vision import VisionTrainConfig
+    from nalaformer.train.core.config import config_from_args
+    from nalaformer.train.vision.config import VisionTrainConfig
 
     recipes = sorted(pathlib.Path(__file__).resolve().parents[2].glob("configs/vision/*.yaml"))
     assert len(recipes) == 6

@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nalaformer.train import checkpoint as ckpt_mod
-from nalaformer.train.checkpoint import CheckpointError, latest_checkpoint
-from nalaformer.train.vision import Trainer, VisionTrainConfig
+from nalaformer.train.core import checkpoint as ckpt_mod
+from nalaformer.train.core.checkpoint import CheckpointError, latest_checkpoint
+from nalaformer.train.vision.config import VisionTrainConfig
+from nalaformer.train.vision.train import Trainer
 
 TINY = dict(embed_dims=[16, 32, 32, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4], mlp_ratios=[2, 2, 2, 2],
             head_hidden_size=64)

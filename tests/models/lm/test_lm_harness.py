@@ -73,7 +73,7 @@ def test_checkpoint_directory_runs_in_lm_eval(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from lm_eval.tasks import TaskManager
 
-    from nalaformer.train.lm_evaluate import run_harness
+    from nalaformer.train.lm.evaluate import run_harness
 
     model, tokenizer = tiny_model(), NaLaByteTokenizer()
     model_dir = tmp_path / "model"

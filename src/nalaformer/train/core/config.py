@@ -14,7 +14,12 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["add_dataclass_arguments", "config_from_args", "load_yaml"]
+__all__ = ["option", "add_dataclass_arguments", "config_from_args", "load_yaml"]
+
+
+def option(default=None, help: str = ""):
+    """A config field with a default and the help text its ``--flag`` shows."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def _flag(name: str) -> str:

@@ -75,9 +75,9 @@ def _save_confusion(matrix: torch.Tensor, classes: list[str], path: pathlib.Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from .distributed import init_distributed
-    from .vision import VisionTrainConfig
-    from .vision_data import build_vision_data, prepare, unpack_batch
+    from ..core.distributed import init_distributed
+    from .config import VisionTrainConfig
+    from .data import build_vision_data, prepare, unpack_batch
 
     env = init_distributed(args.device)
     model, info = load_run(args.run, args.weights, env.device)
@@ -153,8 +153,8 @@ def _preprocess(image, info: dict) -> torch.Tensor:
     import numpy as np
 
     if info["dataset"] == "fashion-mnist":
-        from .vision_data import FMNIST_MEAN, FMNIST_STD
-        from ..data.images import augment_batch
+        from .data import FMNIST_MEAN, FMNIST_STD
+        from ...data.images import augment_batch
 
         gray = np.asarray(image.convert("L").resize((28, 28)), dtype=np.uint8)
         x = torch.from_numpy(gray.copy())[None, None]

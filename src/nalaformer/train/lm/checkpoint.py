@@ -22,7 +22,7 @@ import tempfile
 
 import torch
 
-from .checkpoint import CheckpointError, latest_checkpoint, publish_latest
+from ..core.checkpoint import CheckpointError, latest_checkpoint, publish_latest
 
 __all__ = ["save_model_dir", "save_lm_checkpoint", "find_lm_checkpoint", "load_train_state", "RUN_FILE"]
 

@@ -1,25 +1,13 @@
-"""``nalaformer train-lm``: train a NaLa causal language model on local text, offline.
-
-Defaults train a ~3M-parameter byte-level model on the Python documentation sources (Debian's
-``python3.11-doc``) for a few minutes on a CPU. Every flag can also come from a YAML recipe
-(``--config configs/lm/....yaml``); torchrun gives DDP (or ``--distributed fsdp``).
-"""
+"""``LMTrainConfig``: every ``train-lm`` setting, one CLI flag or YAML key each."""
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Union
 
-from .config import add_dataclass_arguments, config_from_args
+from ..core.config import option as _opt
 
-HELP = "train a NaLa causal LM (default: byte-level, Python docs corpus, CPU-sized)"
-
-__all__ = ["HELP", "LMTrainConfig", "add_arguments", "run"]
-
-
-def _opt(default=None, help=""):
-    return field(default=default, metadata={"help": help})
+__all__ = ["LMTrainConfig"]
 
 
 @dataclass
@@ -66,21 +54,3 @@ class LMTrainConfig:
     log_every: int = _opt(10, "progress lines when not on a terminal")
     tensorboard: bool = _opt(True, "also log to TensorBoard when installed")
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, LMTrainConfig)
-
-
-def run(args: argparse.Namespace) -> int:
-    from .lm_loop import train
-
-    train(config_from_args(LMTrainConfig, args))
-    return 0
-
-
-if __name__ == "__main__":  # torchrun --nproc_per_node N -m nalaformer.train.lm ...
-    import sys
-
-    _parser = argparse.ArgumentParser(prog="nalaformer train-lm", description=HELP)
-    add_arguments(_parser)
-    sys.exit(run(_parser.parse_args()))

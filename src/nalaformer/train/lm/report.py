@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import pathlib
 
-from .reporting import pyplot_and_rows, save_figure
+from ..core.metrics import pyplot_and_rows, save_figure
 
 __all__ = ["FIELDS", "plot_lm_metrics"]
 

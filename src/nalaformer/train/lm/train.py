@@ -1,4 +1,11 @@
-"""The ``train-lm`` loop: packed blocks, AdamW + warm-up/cosine, AMP, DDP/FSDP, exact resume.
+"""``nalaformer train-lm``: train a NaLa causal language model on local text, offline.
+
+Defaults train a ~3M-parameter byte-level model on the Python documentation sources (Debian's
+``python3.11-doc``) for a few minutes on a CPU. Every flag can also come from a YAML recipe
+(``--config configs/lm/....yaml``); torchrun gives DDP (or ``--distributed fsdp``):
+``torchrun --nproc_per_node N -m nalaformer.train.lm ...``.
+
+The loop: packed blocks, AdamW + warm-up/cosine, AMP, DDP/FSDP, exact resume.
 
 Resuming is exact: the data order is a pure function of (seed, step), the learning rate a pure
 function of the step, and the optimizer, scaler and RNG states are restored from the checkpoint.
@@ -6,6 +13,7 @@ function of the step, and the optimizer, scaler and RNG states are restored from
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import math
@@ -16,21 +24,24 @@ import time
 import numpy as np
 import torch
 
-from ..data.text import PackedBlocks, block_order
-from ..layers.lm_norm import RMSNorm
-from .checkpoint import rng_state, set_rng_state
-from .distributed import (
+from ...data.text import PackedBlocks, block_order
+from ...layers.lm_norm import RMSNorm
+from ..core.checkpoint import rng_state, set_rng_state
+from ..core.distributed import (
     all_reduce_sum, apply_gradients, barrier, DistEnv, full_state_dict, init_distributed, no_sync_if, unwrap,
     wrap_model,
 )
-from .lm import LMTrainConfig
-from .lm_build import build_model, load_corpus_streams, load_tokenizer
-from .lm_checkpoint import find_lm_checkpoint, load_train_state, save_lm_checkpoint, save_model_dir
-from .lm_evaluate import evaluate_perplexity
-from .lm_report import FIELDS, plot_lm_metrics
-from .reporting import MetricsLog, Progress
+from ..core.config import add_dataclass_arguments, config_from_args
+from .config import LMTrainConfig
+from .build import build_model, load_corpus_streams, load_tokenizer
+from .checkpoint import find_lm_checkpoint, load_train_state, save_lm_checkpoint, save_model_dir
+from .evaluate import evaluate_perplexity
+from .report import FIELDS, plot_lm_metrics
+from ..core.metrics import MetricsLog, Progress
 
-__all__ = ["train", "lr_at", "LMRun"]
+HELP = "train a NaLa causal LM (default: byte-level, Python docs corpus, CPU-sized)"
+
+__all__ = ["HELP", "add_arguments", "run", "train", "lr_at", "LMRun"]
 
 
 def lr_at(step: int, cfg: LMTrainConfig) -> float:
@@ -60,7 +71,7 @@ def _wrap(model: torch.nn.Module, env: DistEnv, strategy: str) -> torch.nn.Modul
     from torch.distributed.fsdp import FullyShardedDataParallel
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-    from ..layers.lm_block import CausalDecoderBlock
+    from ...layers.lm_block import CausalDecoderBlock
 
     return FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy({CausalDecoderBlock}),
                                     use_orig_params=True, device_id=env.device if env.device.type == "cuda" else None)
@@ -141,7 +152,7 @@ class LMRun:
         return PackedBlocks(train_stream, cfg.seq_len, eos, documents), held
 
     def _model(self, resume_dir) -> torch.nn.Module:
-        from ..models.lm import NaLaForCausalLM, enable_gradient_checkpointing
+        from ...models.lm import NaLaForCausalLM, enable_gradient_checkpointing
 
         if resume_dir is not None:  # the checkpoint's config wins over --model
             model = NaLaForCausalLM.from_pretrained(str(resume_dir), dtype=torch.float32)
@@ -299,3 +310,12 @@ def train(cfg: LMTrainConfig) -> dict:
               + f", {throughput:,.0f} tokens/s; outputs in {run.out_dir}")
     barrier(run.env)
     return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataclass_arguments(parser, LMTrainConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    train(config_from_args(LMTrainConfig, args))
+    return 0

@@ -13,8 +13,8 @@ import pathlib
 
 import torch
 
-from ..data.text import PackedBlocks
-from .lm_checkpoint import RUN_FILE
+from ...data.text import PackedBlocks
+from .checkpoint import RUN_FILE
 
 HELP = "held-out perplexity of a trained causal LM (and optional lm-evaluation-harness tasks)"
 
@@ -65,7 +65,7 @@ def run_harness(model_dir: str, tasks: list[str], *, include_path: str | None = 
         from lm_eval.tasks import TaskManager
     except ImportError as exc:
         raise ImportError("--tasks: lm-evaluation-harness is not installed; `pip install lm-eval`") from exc
-    from ..models.lm import register
+    from ...models.lm import register
 
     register()
     manager = TaskManager(include_path=include_path) if include_path else TaskManager()
@@ -98,8 +98,8 @@ def _trained_settings(model_dir: pathlib.Path) -> dict:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM
 
-    from ..models.lm import register
-    from .lm_build import load_corpus_streams, load_tokenizer
+    from ...models.lm import register
+    from .build import load_corpus_streams, load_tokenizer
 
     register()
     model_dir = pathlib.Path(args.model_dir)

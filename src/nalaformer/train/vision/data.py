@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from ..data.fashion_mnist import CLASSES, load_fashion_mnist
-from ..data.images import TensorImageDataset, augment_batch, build_image_folder, collate_skipping
+from ...data.fashion_mnist import CLASSES, load_fashion_mnist
+from ...data.images import TensorImageDataset, augment_batch, build_image_folder, collate_skipping
 
 __all__ = ["VisionData", "build_vision_data", "ShardSampler", "FMNIST_MEAN", "FMNIST_STD"]
 

@@ -7,14 +7,14 @@ import pathlib
 
 import numpy as np
 
-from ..data.text import encode_documents, read_documents, resolve_corpus, split_held_out
+from ...data.text import encode_documents, read_documents, resolve_corpus, split_held_out
 
 __all__ = ["load_tokenizer", "build_model", "load_corpus_streams"]
 
 
 def load_tokenizer(spec: str):
     """``"byte"`` (the built-in byte-level tokenizer) or a local Hugging Face tokenizer directory."""
-    from ..models.lm import NaLaByteTokenizer
+    from ...models.lm import NaLaByteTokenizer
 
     if spec == "byte":
         return NaLaByteTokenizer()
@@ -37,7 +37,7 @@ def build_model(spec: str, tokenizer, overrides: dict | None = None):
 
     The vocabulary grows to the tokenizer's size; special-token ids come from the tokenizer.
     """
-    from ..models.lm import PRESETS, NaLaConfig, NaLaForCausalLM
+    from ...models.lm import PRESETS, NaLaConfig, NaLaForCausalLM
 
     overrides = dict(overrides or {})
     if spec in PRESETS:
@@ -63,7 +63,7 @@ def load_corpus_streams(corpus, tokenizer, held_out: float, seed: int) -> tuple[
     train_files, held_files = split_held_out(files, held_out, seed)
     train_docs, held_docs = read_documents(train_files), read_documents(held_files)
     if not train_docs:
-        from ..data.text import CorpusError
+        from ...data.text import CorpusError
 
         raise CorpusError(f"--corpus: the {len(train_files)} training file(s) hold no text")
     if held_out > 0 and not held_docs:  # a single document: hold out its tail instead

@@ -1,0 +1,1 @@
+"""Image classification on the shared core: config, data, trainer, eval and predict."""
