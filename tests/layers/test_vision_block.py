@@ -1,4 +1,4 @@
-"""Block, FFN, stem, downsample, head and the residual helpers."""
+"""Block, FFN, stem, downsample, head; the residual branch uses timm's DropPath and LayerScale."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import torch
 
 from nalaformer.layers import (
     ConvFFN,
-    DropPath,
-    LayerScale,
     NaLaBlock,
     NaLaClassifierHead,
     NaLaStem,
@@ -44,24 +42,17 @@ def test_conv_ffn_matches_its_definition():
     torch.testing.assert_close(ffn(x), ffn.fc2(h))
 
 
-def test_drop_path_drops_whole_samples_and_rescales():
-    torch.manual_seed(2)
-    drop = DropPath(0.5)
-    x = torch.ones(4000, 3, 2, 2)
-    out = drop(x)
-    per_sample = out.flatten(1)
-    assert set(per_sample.unique().tolist()) == {0.0, 2.0}
-    assert (per_sample.min(1).values == per_sample.max(1).values).all()  # all or nothing per sample
-    assert abs((per_sample[:, 0] == 0).float().mean().item() - 0.5) < 0.05
-    assert torch.equal(drop.eval()(x), x)
-    with pytest.raises(ValueError, match="p"):
-        DropPath(1.0)
+def test_residual_branch_is_timms_drop_path_and_layerscale_under_the_released_names():
+    from timm.layers import DropPath, LayerScale
 
-
-def test_layerscale_channels_last():
-    ls = LayerScale(8, 0.5)
-    x = torch.randn(2, 3, 8)
-    torch.testing.assert_close(ls(x), x * 0.5)
+    block = NaLaBlock(16, 2, drop_path=0.25, ls_init_value=0.5)
+    assert isinstance(block.drop_path1, DropPath) and block.drop_path1.drop_prob == 0.25
+    assert isinstance(block.ls2, LayerScale)
+    names = {n for n, _ in block.named_parameters()}
+    assert {"ls1.gamma", "ls2.gamma"} <= names  # checkpoint keys of the released models
+    torch.testing.assert_close(block.ls1.gamma, torch.full((16,), 0.5))
+    plain = NaLaBlock(16, 2, drop_path=0.0, ls_init_value=None)
+    assert isinstance(plain.drop_path1, torch.nn.Identity) and isinstance(plain.ls1, torch.nn.Identity)
 
 
 @pytest.mark.parametrize("size", [(64, 64), (65, 30), (33, 97)])

@@ -6,8 +6,9 @@ import pytest
 import timm
 import timm.optim
 import torch
+from timm.layers import DropPath
 
-from nalaformer.layers import DropPath, NaLaAttention2d, SoftmaxAttention2d
+from nalaformer.layers import NaLaAttention2d, SoftmaxAttention2d
 from tests.models.helpers import GOLDEN_CONFIG, tiny_model
 
 VARIANT_PARAMS = {
@@ -36,8 +37,8 @@ def test_released_defaults():
         b = timm.create_model("nalaformer_b")
     stages = b.stages
     assert [type(s.blocks[0].attn) for s in stages] == [NaLaAttention2d] * 2 + [SoftmaxAttention2d] * 2
-    assert [s.blocks[0].ls1.init_value for s in stages] == [1.0, 1.0, 1e-6, 1e-6]
-    assert stages[-1].blocks[-1].drop_path1.p == pytest.approx(0.4)
+    assert [s.blocks[0].ls1.init_values for s in stages] == [1.0, 1.0, 1e-6, 1e-6]
+    assert stages[-1].blocks[-1].drop_path1.drop_prob == pytest.approx(0.4)
     assert b.head_hidden_size == 1024 and b.num_features == 512
 
 
@@ -173,7 +174,8 @@ def test_bad_input_through_features_only():
 
 def test_drop_path_rates_increase_linearly_and_act_in_training():
     model = tiny_model(depths=(1, 2, 1, 1), drop_path_rate=0.4)
-    rates = [b.drop_path1.p if isinstance(b.drop_path1, DropPath) else 0.0 for s in model.stages for b in s.blocks]
+    rates = [b.drop_path1.drop_prob if isinstance(b.drop_path1, DropPath) else 0.0
+             for s in model.stages for b in s.blocks]
     assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
     assert all(b.drop_path1 is not b.drop_path2 for s in model.stages for b in s.blocks)
     x = torch.randn(8, 3, 32, 32)

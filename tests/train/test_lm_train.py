@@ -124,8 +124,10 @@ def test_bad_inputs_name_the_argument(corpus, tmp_path):
         train(tiny_config(corpus, tmp_path / "e", model="nala-huge"))
 
 
-def test_torchrun_ddp_matches_one_process(corpus, tmp_path):
-    """Two gloo processes with one sequence each = one process with two sequences (same blocks)."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_matches_one_process(corpus, tmp_path, strategy):
+    """Two gloo processes with one sequence each = one process with two sequences (same blocks). FSDP2 also
+    stops after 2 steps (a gathered checkpoint and a lock-step sample) and resumes its sharded state."""
     cfg = tiny_config(corpus, tmp_path / "single", packing="concat", steps=3, eval_every=0, sample_every=0,
                       save_every=0)
     train(cfg)
@@ -135,9 +137,12 @@ def test_torchrun_ddp_matches_one_process(corpus, tmp_path):
              "--save-every", "0", "--tensorboard", "false", "--output-dir", str(tmp_path / "ddp")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "nalaformer.train.lm", "--device", "cpu", *flags]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+           "-m", "nalaformer.train.lm", "--device", "cpu", "--distributed", strategy, *flags]
+    runs = [cmd] if strategy == "ddp" else [cmd + ["--stop-after", "2", "--sample-every", "2"],
+                                            cmd + ["--resume", "auto"]]
+    for command in runs:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     single, ddp = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "ddp")
     assert len(single) == len(ddp) == 3
     for a, b in zip(single, ddp):

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from .attention2d import create_attention2d
-from .residual import DropPath, LayerScale
 
 __all__ = ["ConvFFN", "NaLaBlock"]
 
@@ -59,6 +58,8 @@ class NaLaBlock(nn.Module):
         device=None,
         dtype=None,
     ):
+        from timm.layers import DropPath, LayerScale  # the vision family needs timm; nalaformer.layers does not
+
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.pos_conv1 = _depthwise3x3(dim, **dd)

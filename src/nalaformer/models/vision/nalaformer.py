@@ -21,14 +21,13 @@ from collections.abc import Sequence
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import get_device_dtype, register_notrace_function, register_notrace_module
+from timm.layers import LayerScale, get_device_dtype, register_notrace_function, register_notrace_module
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 
 from ...layers import NaLaBlock, NaLaClassifierHead, NaLaStem, create_downsample
 from ...layers.attention2d import ATTENTION_TYPES
-from ...layers.residual import LayerScale
 
 __all__ = ["NaLaFormer", "NaLaStage", "checkpoint_filter_fn"]
 

@@ -1,29 +1,31 @@
 """Atomic, safe checkpoints: safetensors weights + a weights_only-loadable training state.
 
-Layout of an output directory::
+Layout of a checkpoint root (every domain)::
 
-    checkpoints/epoch_0003/{model.safetensors, ema.safetensors, state.pt}
+    checkpoints/epoch_0003/...  or  checkpoints/step_00000200/...   one complete checkpoint each
     checkpoints/latest          name of the newest complete checkpoint (replaced atomically)
-    best.safetensors            weights of the best epoch so far (replaced atomically)
 
 A checkpoint directory is written under a temporary name and renamed when complete, so a crash or
-a full disk mid-save leaves the previous checkpoint and the ``latest`` pointer untouched.
+a full disk mid-save leaves the previous checkpoint and the ``latest`` pointer untouched. The vision
+trainer's directories hold ``{model.safetensors, ema.safetensors, state.pt}``; the LM's a Hugging Face
+model directory plus ``state.pt``.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import random
 import shutil
 import tempfile
+from typing import Callable
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "save_weights_atomic", "rng_state",
-           "set_rng_state", "CheckpointError", "publish_latest"]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "find_checkpoint", "save_weights_atomic",
+           "write_directory_atomic", "publish_latest", "load_train_state", "CheckpointError", "STATE_FILE"]
+
+STATE_FILE = "state.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -56,49 +58,42 @@ def save_weights_atomic(state_dict: dict[str, torch.Tensor], path: str | os.Path
         raise
 
 
-def rng_state() -> dict:
-    """Every RNG the loop touches, in a form ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def write_directory_atomic(final: str | os.PathLike, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
+    """Let ``write(tmp)`` fill a temporary sibling of ``final``, then rename it to ``final`` (replacing it).
 
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(directory: str | os.PathLike, epoch: int, *, model_state: dict, ema_state: dict | None,
-                    train_state: dict, keep_last: int = 3) -> pathlib.Path:
-    """Write ``directory/epoch_NNNN`` atomically, point ``latest`` at it, keep the newest ``keep_last``."""
-    root = pathlib.Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"epoch_{epoch:04d}"
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
+    On any failure the temporary directory is removed and ``final`` (and the ``latest`` pointer) are untouched;
+    an OSError becomes a CheckpointError naming the checkpoint that is still intact."""
+    final = pathlib.Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
-        save_file(_contiguous_cpu(model_state), tmp / "model.safetensors")
-        if ema_state is not None:
-            save_file(_contiguous_cpu(ema_state), tmp / "ema.safetensors")
-        torch.save(train_state, tmp / "state.pt")
+        tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
+        write(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        previous = latest_checkpoint(root)
+        previous = latest_checkpoint(final.parent)
         raise CheckpointError(f"could not write checkpoint {final} ({exc}); the previous checkpoint "
                               f"{previous or '(none)'} is intact") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def save_checkpoint(directory: str | os.PathLike, epoch: int, *, model_state: dict, ema_state: dict | None,
+                    train_state: dict, keep_last: int = 3) -> pathlib.Path:
+    """Write ``directory/epoch_NNNN`` atomically, point ``latest`` at it, keep the newest ``keep_last``."""
+    def write(tmp: pathlib.Path) -> None:
+        save_file(_contiguous_cpu(model_state), tmp / "model.safetensors")
+        if ema_state is not None:
+            save_file(_contiguous_cpu(ema_state), tmp / "ema.safetensors")
+        torch.save(train_state, tmp / STATE_FILE)
+
+    root = pathlib.Path(directory)
+    final = write_directory_atomic(root / f"epoch_{epoch:04d}", write)
     publish_latest(root, final, keep_last)
     return final
 
@@ -121,21 +116,35 @@ def latest_checkpoint(directory: str | os.PathLike) -> pathlib.Path | None:
     pointer = root / "latest"
     if pointer.is_file():
         candidate = root / pointer.read_text().strip()
-        if (candidate / "state.pt").is_file():
+        if (candidate / STATE_FILE).is_file():
             return candidate
     return None
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None, dict]:
-    """Load ``(model_state, ema_state or None, train_state)`` from a checkpoint directory (or its parent)."""
-    path = pathlib.Path(path)
-    if path.is_dir() and not (path / "state.pt").is_file():
+def find_checkpoint(spec: str | os.PathLike, root: str | os.PathLike) -> pathlib.Path | None:
+    """What ``--resume spec`` names: ``"auto"`` -> the latest checkpoint under ``root`` (None if there is none);
+    a checkpoint directory; or a run / checkpoints directory (its latest checkpoint)."""
+    if str(spec) == "auto":
+        return latest_checkpoint(root)
+    path = pathlib.Path(spec)
+    if path.is_dir() and not (path / STATE_FILE).is_file():
         found = latest_checkpoint(path) or latest_checkpoint(path / "checkpoints")
         if found is None:
             raise FileNotFoundError(f"--resume: no checkpoint found in {path}")
         path = found
-    if not (path / "state.pt").is_file():
-        raise FileNotFoundError(f"--resume: {path} is not a checkpoint directory (no state.pt)")
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"--resume: {path} is not a checkpoint directory (no {STATE_FILE})")
+    return path
+
+
+def load_train_state(path: str | os.PathLike) -> dict:
+    """The training state of a checkpoint directory (``weights_only``: tensors and plain containers only)."""
+    return torch.load(pathlib.Path(path) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None, dict]:
+    """Load ``(model_state, ema_state or None, train_state)`` from a checkpoint directory (or its parent)."""
+    path = find_checkpoint(path, path)
     ema_file = path / "ema.safetensors"
     return (load_file(path / "model.safetensors"), load_file(ema_file) if ema_file.is_file() else None,
-            torch.load(path / "state.pt", map_location="cpu", weights_only=True))
+            load_train_state(path))

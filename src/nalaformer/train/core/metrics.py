@@ -1,52 +1,12 @@
-"""What a user watches: progress bar with throughput/ETA, CSV + TensorBoard metrics, PNG plots."""
+"""Run metrics: ``metrics.csv`` (+ TensorBoard when installed) and PNG plots of them."""
 
 from __future__ import annotations
 
 import csv
 import pathlib
-import sys
-import time
 import warnings
 
-__all__ = ["Progress", "MetricsLog", "plot_metrics"]
-
-
-class Progress:
-    """A one-line progress bar: ``epoch 2/5 [#####.....] 120/240  3,450 img/s  ETA 0:35  loss 0.41``.
-
-    Redraws in place on a terminal; otherwise prints a line every ``log_every`` steps.
-    """
-
-    def __init__(self, total: int, desc: str, unit: str = "img", enabled: bool = True, log_every: int = 50,
-                 stream=None):
-        self.total, self.desc, self.unit, self.enabled, self.log_every = total, desc, unit, enabled, log_every
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start = time.perf_counter()
-        self.items = 0
-        self.step = 0
-
-    def update(self, items: int, **metrics: float) -> None:
-        self.step += 1
-        self.items += items
-        if not self.enabled or not (self.tty or self.step % self.log_every == 0 or self.step == self.total):
-            return
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        rate = self.items / elapsed
-        eta = elapsed / self.step * (self.total - self.step)
-        width = 20
-        filled = int(width * self.step / max(self.total, 1))
-        extra = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        line = (f"{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.step}/{self.total}  "
-                f"{rate:,.0f} {self.unit}/s  ETA {int(eta // 60)}:{int(eta % 60):02d}  {extra}")
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> float:
-        """Finish the line; return throughput (items/s)."""
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-        return self.items / max(time.perf_counter() - self.start, 1e-9)
+__all__ = ["MetricsLog", "plot_metrics", "pyplot_and_rows", "save_figure"]
 
 
 class MetricsLog:

@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 
 import torch
 
-from ..core.checkpoint import CheckpointError, latest_checkpoint, publish_latest
+from ..core.checkpoint import STATE_FILE, publish_latest, write_directory_atomic
 
-__all__ = ["save_model_dir", "save_lm_checkpoint", "find_lm_checkpoint", "load_train_state", "RUN_FILE"]
+__all__ = ["save_model_dir", "save_lm_checkpoint", "RUN_FILE"]
 
 RUN_FILE = "run.json"
 
@@ -32,24 +30,15 @@ RUN_FILE = "run.json"
 def save_model_dir(path: str | os.PathLike, model, tokenizer, *, state_dict: dict | None = None,
                    train_state: dict | None = None, run_info: dict | None = None) -> pathlib.Path:
     """Write ``path`` atomically: model (safetensors) + tokenizer [+ state.pt] [+ run.json]."""
-    final = pathlib.Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
+    def write(tmp: pathlib.Path) -> None:
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if train_state is not None:
-            torch.save(train_state, tmp / "state.pt")
+            torch.save(train_state, tmp / STATE_FILE)
         if run_info is not None:
             (tmp / RUN_FILE).write_text(json.dumps(run_info, indent=2, sort_keys=True))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write {final} ({exc}); earlier checkpoints are intact") from exc
-    return final
+
+    return write_directory_atomic(path, write)
 
 
 def save_lm_checkpoint(root: str | os.PathLike, step: int, model, tokenizer, *, state_dict: dict | None,
@@ -60,19 +49,3 @@ def save_lm_checkpoint(root: str | os.PathLike, step: int, model, tokenizer, *, 
                            train_state=train_state, run_info=run_info)
     publish_latest(root, final, keep_last)
     return final
-
-
-def find_lm_checkpoint(spec: str, output_dir: str | os.PathLike) -> pathlib.Path | None:
-    """``"auto"``: the latest checkpoint under ``output_dir`` (None if there is none); else a path."""
-    if spec == "auto":
-        return latest_checkpoint(pathlib.Path(output_dir) / "checkpoints")
-    path = pathlib.Path(spec)
-    if path.is_dir() and not (path / "state.pt").is_file():
-        path = latest_checkpoint(path) or latest_checkpoint(path / "checkpoints") or path
-    if not (path / "state.pt").is_file():
-        raise FileNotFoundError(f"--resume: {spec} is not a train-lm checkpoint (no state.pt)")
-    return path
-
-
-def load_train_state(path: pathlib.Path) -> dict:
-    return torch.load(path / "state.pt", map_location="cpu", weights_only=True)

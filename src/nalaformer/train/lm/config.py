@@ -51,6 +51,6 @@ class LMTrainConfig:
     resume: Optional[str] = _opt(None, "'auto' (latest in output_dir, if any) or a checkpoint directory")
     stop_after: Optional[int] = _opt(None, "stop (with a checkpoint) after this many steps of this run")
     seed: int = _opt(0, "seed of init, data order and the held-out split")
-    log_every: int = _opt(10, "progress lines when not on a terminal")
+    log_every: int = _opt(10, "progress-bar refresh every N steps (the bar shows on a terminal only)")
     tensorboard: bool = _opt(True, "also log to TensorBoard when installed")
 

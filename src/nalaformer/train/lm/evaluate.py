@@ -14,6 +14,7 @@ import pathlib
 import torch
 
 from ...data.text import PackedBlocks
+from ..core.precision import autocast
 from .checkpoint import RUN_FILE
 
 HELP = "held-out perplexity of a trained causal LM (and optional lm-evaluation-harness tasks)"
@@ -42,7 +43,7 @@ def evaluate_perplexity(model, blocks: PackedBlocks, batch_size: int, device: to
         batch = blocks.batch(range(j * batch_size, min((j + 1) * batch_size, len(blocks))))
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             logits = model(**batch, use_cache=False).logits
         target = labels[:, 1:].flatten()
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target, ignore_index=-100,

@@ -14,30 +14,31 @@ function of the step, and the optimizer, scaler and RNG states are restored from
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import math
 import pathlib
-import random
 import time
 
-import numpy as np
 import torch
 
 from ...data.text import PackedBlocks, block_order
+from ...layers.lm_block import CausalDecoderBlock
 from ...layers.lm_norm import RMSNorm
-from ..core.checkpoint import rng_state, set_rng_state
 from ..core.distributed import (
-    all_reduce_sum, apply_gradients, barrier, DistEnv, full_state_dict, init_distributed, no_sync_if, unwrap,
-    wrap_model,
+    all_reduce_sum, apply_gradients, barrier, full_optimizer_state, full_state_dict, init_distributed, is_sharded,
+    load_full_state, no_sync_if, unwrap, wrap_model,
 )
 from ..core.config import add_dataclass_arguments, config_from_args
 from .config import LMTrainConfig
 from .build import build_model, load_corpus_streams, load_tokenizer
-from .checkpoint import find_lm_checkpoint, load_train_state, save_lm_checkpoint, save_model_dir
+from ..core.checkpoint import find_checkpoint, load_train_state
+from .checkpoint import save_lm_checkpoint, save_model_dir
 from .evaluate import evaluate_perplexity
 from .report import FIELDS, plot_lm_metrics
-from ..core.metrics import MetricsLog, Progress
+from ..core.metrics import MetricsLog
+from ..core.precision import autocast, resolve_amp
+from ..core.progress import progress_bar
+from ..core.seeding import rng_state, seed_everything, set_rng_state
 
 HELP = "train a NaLa causal LM (default: byte-level, Python docs corpus, CPU-sized)"
 
@@ -53,65 +54,21 @@ def lr_at(step: int, cfg: LMTrainConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _amp(cfg: LMTrainConfig, device: torch.device):
-    """(autocast dtype or None, GradScaler or None)."""
-    amp = cfg.amp
-    if amp == "auto":
-        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "none"
-    if amp not in ("none", "bf16", "fp16"):
-        raise ValueError(f"--amp: expected 'auto', 'bf16', 'fp16' or 'none', got {cfg.amp!r}")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    return dtype, (torch.amp.GradScaler(device.type) if amp == "fp16" else None)
-
-
-def _wrap(model: torch.nn.Module, env: DistEnv, strategy: str) -> torch.nn.Module:
-    """DDP, or FSDP sharding each decoder block (plus the embeddings/head at the root)."""
-    if not (env.distributed and strategy == "fsdp"):
-        return wrap_model(model, env, strategy)
-    from torch.distributed.fsdp import FullyShardedDataParallel
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-
-    from ...layers.lm_block import CausalDecoderBlock
-
-    return FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy({CausalDecoderBlock}),
-                                    use_orig_params=True, device_id=env.device if env.device.type == "cuda" else None)
-
-
 def _clean_name(name: str) -> str:
-    return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "").removeprefix(
-        "module.")
+    return name.replace("_checkpoint_wrapped_module.", "")
 
 
 def _optimizer(wrapped: torch.nn.Module, model: torch.nn.Module, cfg: LMTrainConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on norms and biases (decided by name, so FSDP's flat views do not matter)."""
+    """AdamW; no weight decay on norms and biases (decided by name)."""
     no_decay = {f"{m_name}.{p_name}".lstrip(".") for m_name, module in model.named_modules()
                 for p_name, _ in module.named_parameters(recurse=False)
                 if isinstance(module, RMSNorm) or p_name == "bias"}
     decay, plain = [], []
-    for name, param in wrapped.named_parameters():
+    for name, param in unwrap(wrapped).named_parameters():
         if param.requires_grad:
             (plain if _clean_name(name) in no_decay else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2))
-
-
-def _optim_state(wrapped, optimizer, load: dict | None = None):
-    """Full optimizer state (FSDP gathers it); with ``load``, restore it instead."""
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    if isinstance(wrapped, FSDP):
-        from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
-
-        with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, FullStateDictConfig(offload_to_cpu=True),
-                                  FullOptimStateDictConfig(offload_to_cpu=True, rank0_only=False)):
-            if load is None:
-                return FSDP.optim_state_dict(wrapped, optimizer)
-            optimizer.load_state_dict(FSDP.optim_state_dict_to_load(wrapped, optimizer, load))
-            return None
-    if load is None:
-        return optimizer.state_dict()
-    optimizer.load_state_dict(load)
-    return None
 
 
 def _run_info(cfg: LMTrainConfig) -> dict:
@@ -127,16 +84,14 @@ class LMRun:
         if cfg.packing not in ("documents", "concat"):
             raise ValueError(f"--packing: expected 'documents' or 'concat', got {cfg.packing!r}")
         self.cfg, self.env, self.out_dir = cfg, init_distributed(cfg.device), pathlib.Path(cfg.output_dir)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.tokenizer)
         self.blocks, self.held = self._data()
-        resume_dir = find_lm_checkpoint(cfg.resume, self.out_dir) if cfg.resume else None
+        resume_dir = find_checkpoint(cfg.resume, self.out_dir / "checkpoints") if cfg.resume else None
         self.model = self._model(resume_dir)
         self.num_params = sum(p.numel() for p in self.model.parameters())  # before FSDP shards them
-        self.amp_dtype, self.scaler = _amp(cfg, self.env.device)
-        self.wrapped = _wrap(self.model, self.env, cfg.distributed)
+        self.amp_dtype, self.scaler = resolve_amp(cfg.amp, self.env.device)
+        self.wrapped = wrap_model(self.model, self.env, cfg.distributed, shard_units=(CausalDecoderBlock,))
         self.optimizer = _optimizer(self.wrapped, self.model, cfg)
         self.start_step = self._restore(resume_dir) if resume_dir is not None else 0
         self.log = (MetricsLog(self.out_dir, FIELDS, key="step", tensorboard=cfg.tensorboard)
@@ -165,7 +120,7 @@ class LMRun:
     def _restore(self, resume_dir: pathlib.Path) -> int:
         """Optimizer, scaler and RNG state of a checkpoint; returns its step."""
         state = load_train_state(resume_dir)
-        _optim_state(self.wrapped, self.optimizer, load=state["optimizer"])
+        load_full_state(self.wrapped, self.optimizer, optimizer_state=state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
@@ -194,8 +149,7 @@ class LMRun:
             first = ((step * cfg.grad_accum + m) * env.world_size + env.rank) * micro
             indices = block_order(len(self.blocks), first, micro, cfg.seed)
             batch = {k: v.to(env.device) for k, v in self.blocks.batch(indices).items()}
-            with no_sync_if(self.wrapped, m < cfg.grad_accum - 1), torch.autocast(
-                    env.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            with no_sync_if(self.wrapped, m < cfg.grad_accum - 1), autocast(env.device, self.amp_dtype):
                 loss = self.wrapped(**batch, use_cache=False).loss
             scaled = loss / cfg.grad_accum
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -215,14 +169,12 @@ class LMRun:
 
     def sample(self, step: int) -> str | None:
         """A seeded sample generation on rank 0 that leaves the training RNG untouched."""
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
         cfg, env, model = self.cfg, self.env, unwrap(self.wrapped)
-        gather = FSDP.summon_full_params(self.wrapped, writeback=False) if isinstance(self.wrapped, FSDP) \
-            else contextlib.nullcontext()
         text = None
-        with gather, torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
-            if env.is_main:
+        # FSDP2 gathers each block's weights inside its forward: every rank generates in lock-step (same seed)
+        generating = env.is_main or is_sharded(self.wrapped)
+        with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
+            if generating:
                 torch.manual_seed(cfg.seed + step)
                 model.eval()
                 ids = self.tokenizer(cfg.sample_prompt, return_tensors="pt", add_special_tokens=False).input_ids
@@ -232,16 +184,17 @@ class LMRun:
                                          pad_token_id=self.tokenizer.pad_token_id)
                 model.train()
                 text = self.tokenizer.decode(out[0], skip_special_tokens=True)
-                print(f"\n--- sample at step {step} ---\n{text}\n---", flush=True)
-                with (self.out_dir / "samples.txt").open("a") as f:
-                    f.write(f"--- step {step} ---\n{text}\n")
-        return text
+        if env.is_main:
+            print(f"\n--- sample at step {step} ---\n{text}\n---", flush=True)
+            with (self.out_dir / "samples.txt").open("a") as f:
+                f.write(f"--- step {step} ---\n{text}\n")
+        return text if env.is_main else None
 
     def checkpoint(self, step: int) -> None:
         """Gather weights/optimizer/RNG from every rank; rank 0 writes the checkpoint atomically."""
         env = self.env
         state_dict = full_state_dict(self.wrapped)
-        optim = _optim_state(self.wrapped, self.optimizer)
+        optim = full_optimizer_state(self.wrapped, self.optimizer)
         rngs = [rng_state()]
         if env.distributed:
             import torch.distributed as dist
@@ -270,7 +223,7 @@ def train(cfg: LMTrainConfig) -> dict:
     if main:
         print(run.describe())
     end_step = cfg.steps if cfg.stop_after is None else min(cfg.steps, run.start_step + cfg.stop_after)
-    progress = Progress(end_step - run.start_step, "train-lm", unit="tok", enabled=main, log_every=cfg.log_every)
+    bar = progress_bar(end_step - run.start_step, "train-lm", enabled=main, refresh_every=cfg.log_every)
     started, last_val = time.perf_counter(), None
     for step in range(run.start_step, end_step):
         loss = run.train_step(step)
@@ -284,13 +237,16 @@ def train(cfg: LMTrainConfig) -> dict:
         row.update(tokens_per_s=(done - run.start_step) * run.tokens_per_step / max(elapsed, 1e-9), elapsed_s=elapsed)
         if run.log is not None:
             run.log.log(row)
-        progress.update(run.tokens_per_step // run.env.world_size, loss=loss, lr=row["lr"],
-                        **({"val_ppl": row["val_ppl"]} if "val_ppl" in row else {}))
+        bar.set_postfix(loss=f"{loss:.4g}", lr=f"{row['lr']:.3g}", refresh=False,
+                        **({"val_ppl": f"{row['val_ppl']:.4g}"} if "val_ppl" in row else {}))
+        bar.update()
         if cfg.sample_every and done % cfg.sample_every == 0:
             run.sample(done)
         if done == end_step or cfg.save_every and done % cfg.save_every == 0:
             run.checkpoint(done)
-    throughput = progress.close()
+    bar.close()
+    tokens_per_process = (end_step - run.start_step) * (run.tokens_per_step // run.env.world_size)
+    throughput = tokens_per_process / max(time.perf_counter() - started, 1e-9)
 
     result = {"step": end_step, "tokens_per_s": throughput, "output_dir": str(run.out_dir)}
     if end_step == cfg.steps:

@@ -66,7 +66,7 @@ class VisionTrainConfig:
     resume: str | None = _opt(None, "'auto' (latest in output_dir) or a checkpoint directory")
     keep_last: int = _opt(2, "checkpoints to keep (plus best.safetensors)")
     seed: int = _opt(0, "random seed")
-    log_every: int = _opt(50, "progress lines when not on a terminal")
+    log_every: int = _opt(50, "progress-bar refresh every N steps (the bar shows on a terminal only)")
     tensorboard: bool = _opt(True, "also log to TensorBoard (when installed)")
     max_train_batches: int | None = _opt(None, "cap batches per epoch (smoke tests)")
     max_eval_batches: int | None = _opt(None, "cap eval batches (smoke tests)")

@@ -3,7 +3,7 @@
 Built from timm's parts (transforms, Mixup/CutMix, soft-target and label-smoothing losses,
 ``create_optimizer_v2`` with layer decay, ``create_scheduler_v2``, ``ModelEmaV3``, repeated
 augmentation); AMP, accumulation, clipping, channels_last, torch.compile, grad checkpointing;
-torchrun DDP/FSDP; atomic checkpoints and exact resume.
+torchrun DDP/FSDP2; atomic checkpoints and exact resume.
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import random
 import time
 
-import numpy as np
 import torch
 
-from ..core.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
-                               save_weights_atomic, set_rng_state)
+from ..core.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights_atomic
 from ..core.config import add_dataclass_arguments, config_from_args
 from ..core.distributed import (
-    all_reduce_sum, apply_gradients, barrier, DistEnv, full_state_dict, init_distributed, no_sync_if, unwrap,
-    wrap_model,
+    all_reduce_sum, apply_gradients, barrier, DistEnv, full_optimizer_state, full_state_dict, init_distributed,
+    load_full_state, no_sync_if, unwrap, wrap_model,
 )
-from ..core.metrics import MetricsLog, Progress, plot_metrics
+from ..core.metrics import MetricsLog, plot_metrics
+from ..core.precision import autocast, resolve_amp
+from ..core.progress import progress_bar
+from ..core.seeding import rng_state, seed_everything, set_rng_state
 from .config import VisionTrainConfig
 from .data import build_vision_data, prepare, unpack_batch
 
@@ -39,20 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, VisionTrainConfig)
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def _shard_units() -> tuple[type, ...]:
+    """The modules FSDP2 shards one by one (NaLaFormer's blocks; other timm models shard at the root)."""
+    from ...layers import NaLaBlock
 
-
-def _autocast(cfg: VisionTrainConfig, device: torch.device):
-    amp = cfg.amp
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "none"
-    if amp not in ("none", "bf16", "fp16"):
-        raise ValueError(f"--amp: expected 'auto', 'bf16', 'fp16' or 'none', got {cfg.amp!r}")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    return dtype, (torch.amp.GradScaler(device.type) if amp == "fp16" else None)
+    return (NaLaBlock,)
 
 
 def build_model(cfg: VisionTrainConfig, num_classes: int, in_chans: int) -> torch.nn.Module:
@@ -92,7 +83,7 @@ def evaluate(model, loader, env: DistEnv, cfg, transform, amp_dtype, num_classes
         if x is None:
             continue
         x, y = prepare(x, y, env.device, transform, cfg.channels_last)
-        with torch.autocast(env.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(env.device, amp_dtype):
             logits = model(x)
         logits = logits.float()
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
@@ -122,7 +113,7 @@ class Trainer:
 
         self.cfg = cfg
         self.env = init_distributed(cfg.device)
-        _seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         self.out = pathlib.Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.data = build_vision_data(cfg, self.env)
@@ -131,23 +122,22 @@ class Trainer:
         if cfg.grad_checkpointing:
             model.set_grad_checkpointing(True)
         model.to(self.env.device)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
+        if cfg.channels_last and not (cfg.distributed == "fsdp" and self.env.distributed):
+            model.to(memory_format=torch.channels_last)  # FSDP2 shards contiguous weights only (inputs stay NHWC)
         self.model_name = cfg.model
         self.ema = None
         if cfg.model_ema:
             if cfg.distributed == "fsdp" and self.env.distributed:
                 raise ValueError("--model-ema: not supported with --distributed fsdp (sharded weights); use ddp")
             self.ema = ModelEmaV3(model, decay=cfg.model_ema_decay)
-        self.num_params = sum(p.numel() for p in model.parameters())  # before FSDP shards them
+        self.num_params = sum(p.numel() for p in model.parameters())  # before FSDP2 shards them
         global_batch = cfg.batch_size * cfg.accum_steps * self.env.world_size
         self.lr = cfg.lr if cfg.lr is not None else cfg.lr_base * global_batch / cfg.lr_base_size
-        # dist_model: the DDP/FSDP-wrapped model (state dicts, FSDP APIs); model: what runs (compiled or not)
-        self.dist_model = wrap_model(model, self.env, cfg.distributed)
+        # dist_model: the DDP-wrapped or FSDP2-sharded model (state dicts); model: what runs (compiled or not)
+        self.dist_model = wrap_model(model, self.env, cfg.distributed, shard_units=_shard_units())
         self.model = torch.compile(self.dist_model) if cfg.compile else self.dist_model
-        self.optimizer = create_optimizer_v2(unwrap(self.dist_model) if cfg.distributed == "ddp" else self.dist_model,
-                                             opt=cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay,
-                                             layer_decay=cfg.layer_decay)
+        self.optimizer = create_optimizer_v2(unwrap(self.dist_model), opt=cfg.opt, lr=self.lr,
+                                             weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
         self.steps_per_epoch = len(self.data.train)
         if cfg.max_train_batches:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_train_batches)
@@ -158,7 +148,7 @@ class Trainer:
         # timm counts warm-up in whole epochs; ours may be fractional: set it in updates directly
         if getattr(self.scheduler, "warmup_t", None) is not None and cfg.warmup_epochs > 0:
             self._set_warmup(round(cfg.warmup_epochs * self.updates_per_epoch))
-        self.amp_dtype, self.scaler = _autocast(cfg, self.env.device)
+        self.amp_dtype, self.scaler = resolve_amp(cfg.amp, self.env.device)
         mixing = cfg.mixup > 0 or cfg.cutmix > 0
         self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
                            num_classes=self.num_classes) if mixing else None
@@ -181,16 +171,9 @@ class Trainer:
                 "in_chans": self.data.in_chans, "classes": list(self.data.classes), "img_size": self.cfg.img_size,
                 "dataset": self.cfg.dataset, "config": dataclasses.asdict(self.cfg)}
 
-    def _optimizer_state(self) -> dict:
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        if isinstance(self.dist_model, FSDP):
-            return FSDP.optim_state_dict(self.dist_model, self.optimizer)
-        return self.optimizer.state_dict()
-
     def _save(self, epoch: int, metrics: dict) -> None:
         model_state = full_state_dict(self.dist_model)
-        optim_state = self._optimizer_state()
+        optim_state = full_optimizer_state(self.dist_model, self.optimizer)
         if not self.env.is_main:
             return
         train_state = {
@@ -221,18 +204,7 @@ class Trainer:
         if missing or unexpected:
             raise CheckpointError(f"--resume: checkpoint {source} does not fit this model: missing "
                                   f"{sorted(missing)[:10]}, unexpected {sorted(unexpected)[:10]}")
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        if isinstance(self.dist_model, FSDP):
-            from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-
-            with FSDP.state_dict_type(self.dist_model, StateDictType.FULL_STATE_DICT, FullStateDictConfig()):
-                self.dist_model.load_state_dict(model_state)
-            self.optimizer.load_state_dict(FSDP.optim_state_dict_to_load(self.dist_model, self.optimizer,
-                                                                         state["optimizer"]))
-        else:
-            target.load_state_dict(model_state)
-            self.optimizer.load_state_dict(state["optimizer"])
+        load_full_state(self.dist_model, self.optimizer, model_state, state["optimizer"])
         if self.ema is not None and ema_state is not None:
             self.ema.module.load_state_dict(ema_state)
         self.scheduler.load_state_dict(state["scheduler"])
@@ -250,8 +222,9 @@ class Trainer:
         cfg, env = self.cfg, self.env
         self.model.train()
         self.data.train_sampler.set_epoch(epoch)
-        progress = Progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=env.is_main,
-                            log_every=cfg.log_every)
+        bar = progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=env.is_main,
+                           refresh_every=cfg.log_every)
+        started, images = time.perf_counter(), 0
         loss_sum = seen = skipped = 0.0
         self.optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(self.data.train):
@@ -267,7 +240,7 @@ class Trainer:
                 x, target = self.mixup(x, y)
             last_micro = (step + 1) % cfg.accum_steps == 0 or step + 1 == self.steps_per_epoch
             with no_sync_if(self.model, not last_micro):
-                with torch.autocast(env.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                with autocast(env.device, self.amp_dtype):
                     loss = self.loss_fn(self.model(x), target)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}")
@@ -277,9 +250,11 @@ class Trainer:
                 self._optimizer_step()
             loss_sum += loss.item() * y.shape[0]
             seen += y.shape[0]
-            progress.update(y.shape[0] * env.world_size, loss=loss.item(),
-                            lr=self.optimizer.param_groups[0]["lr"])
-        self.throughput = progress.close()
+            images += y.shape[0] * env.world_size
+            bar.set_postfix(loss=f"{loss.item():.4g}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}", refresh=False)
+            bar.update()
+        bar.close()
+        self.throughput = images / max(time.perf_counter() - started, 1e-9)
         loss_sum, seen, skipped = all_reduce_sum([loss_sum, seen, skipped], env)
         if skipped and env.is_main:
             print(f"warning: skipped {int(skipped)} unreadable image(s) in epoch {epoch + 1}", flush=True)
