@@ -44,7 +44,7 @@ run: $(VENV)/.installed-run fashion-data
 
 # our suite, then timm's own tests/test_models.py on the nalaformer models (sdist fetched from PyPI once)
 test: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	PYTHON=$(abspath $(PY)) tests/models/run_timm_upstream.sh
 

@@ -75,3 +75,13 @@ def test_the_cycle_check_sees_lazy_and_relative_imports(tmp_path):
     assert find_cycle(import_graph(pkg)) == ["nalaformer.train.a", "nalaformer.train.b", "nalaformer.train.a"]
     (pkg / "train" / "b.py").write_text("def f():\n    return 1\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+def test_training_domains_share_only_the_core():
+    graph = import_graph()
+    for module, targets in graph.items():
+        for domain, others in (("nalaformer.train.core", ("nalaformer.train.vision", "nalaformer.train.lm")),
+                               ("nalaformer.train.vision", ("nalaformer.train.lm",)),
+                               ("nalaformer.train.lm", ("nalaformer.train.vision",))):
+            if module.startswith(domain):
+                assert not [t for t in targets if t.startswith(others)], f"{module} imports {targets}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from nalaformer.bench.vision import Settings, build_pair, check_equal, format_table, parse_args
@@ -83,3 +84,11 @@ def test_fp32_check_runs_without_tf32_and_restores_the_flags():
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_absent_baseline_says_what_it_needs(tmp_path, monkeypatch):
+    from nalaformer.bench import vision
+
+    monkeypatch.setenv(vision.BASELINES_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="from a checkout of the repository.*NALAFORMER_BASELINES"):
+        vision.authors_model_class()

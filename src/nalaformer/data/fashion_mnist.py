@@ -9,10 +9,15 @@ import pathlib
 import numpy as np
 import torch
 
-__all__ = ["CLASSES", "DEBIAN_DIR", "find_fashion_mnist", "load_fashion_mnist"]
+from .images import TensorImageDataset, augment_batch
+from .registry import ImageDataset, LoadedSplit
+
+__all__ = ["CLASSES", "DEBIAN_DIR", "MEAN", "STD", "IMAGE_SIZE", "find_fashion_mnist", "load_fashion_mnist", "DATASET"]
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")
+MEAN, STD = 0.2860, 0.3530  # of the training images, scaled to [0, 1]
+IMAGE_SIZE = 28
 DEBIAN_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -78,3 +83,24 @@ def load_fashion_mnist(split: str, data_dir: str | os.PathLike | None = None, do
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels")
     return images.unsqueeze(1), labels
+
+
+def load(split: str, options) -> LoadedSplit:
+    """The split in memory (uint8); augmentation and normalisation run per batch on the device."""
+    images, labels = load_fashion_mnist("train" if split == "train" else "test", options.data_dir, options.download)
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        return augment_batch(x, size=options.img_size, train=split == "train", mean=MEAN, std=STD,
+                             pad=options.shift, flip=options.hflip)
+
+    return LoadedSplit(TensorImageDataset(images, labels, CLASSES), CLASSES, transform, None)
+
+
+def preprocess(image, img_size: int) -> torch.Tensor:
+    """One PIL image -> (1, 1, img_size, img_size): grayscale at the stored 28x28, then the eval transform."""
+    gray = np.asarray(image.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE)), dtype=np.uint8)
+    return augment_batch(torch.from_numpy(gray.copy())[None, None], size=img_size, train=False, mean=MEAN, std=STD)
+
+
+DATASET = ImageDataset("fashion-mnist", in_chans=1, classes=CLASSES, image_size=IMAGE_SIZE, load=load,
+                       preprocess=preprocess, description="Fashion-MNIST idx files (28x28 grayscale, 10 classes)")
