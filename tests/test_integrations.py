@@ -34,3 +34,17 @@ def test_cli_lists_and_dispatches_commands(capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse's --help of a nested benchmark
         main(["bench", "lm", "--help"])
     assert exit_info.value.code == 0 and "nalaformer bench lm" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_unless_debug(tmp_path, capsys):
+    import pytest
+
+    from nalaformer.cli import main
+
+    assert main(["eval", "--run", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"nalaformer eval: error: --run: {tmp_path} is not a training run (no run.json)"
+                                    "  (--debug shows the traceback)")
+    assert "Traceback" not in captured.err + captured.out
+    with pytest.raises(FileNotFoundError, match="--run: .* is not a training run"):
+        main(["eval", "--run", str(tmp_path), "--debug"])

@@ -1,7 +1,9 @@
 """The ``nalaformer`` command: a thin dispatcher.
 
 Each command lives in a module exposing ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
-only the chosen command's module is imported, so ``nalaformer --help`` stays instant.
+only the chosen command's module is imported, so ``nalaformer --help`` stays instant. An error after
+argument parsing prints one line (``nalaformer COMMAND: error: ...``) and exits 1; ``--debug`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def _load(name: str):
 def _command_parser(name: str, module) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"nalaformer {name}", description=module.HELP)
     module.add_arguments(parser)
+    if not any("--debug" in action.option_strings for action in parser._actions):
+        parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     return parser
 
 
@@ -49,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     module = _load(argv[0])
     args = _command_parser(argv[0], module).parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"nalaformer {argv[0]}: error: {exc or type(exc).__name__}  (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

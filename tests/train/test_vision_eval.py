@@ -40,9 +40,9 @@ def test_predict_prints_top_k(trained_run, tmp_path, capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith(str(path)) and line.count(",") == 1
     with pytest.raises(ValueError, match="images: cannot read"):
-        main(["predict", str(tmp_path / "missing.png"), "--run", str(trained_run)])
+        main(["predict", str(tmp_path / "missing.png"), "--run", str(trained_run), "--debug"])
     with pytest.raises(FileNotFoundError, match="--run: .* is not a training run"):
-        main(["predict", str(path), "--run", str(tmp_path)])
+        main(["predict", str(path), "--run", str(tmp_path), "--debug"])
 
 
 def test_recipes_parse():

@@ -125,7 +125,7 @@ def test_bad_config_and_data(tmp_path, fashion_dir):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 1\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match="unknown option\\(s\\) learning_rate"):
-        main(["train", "--config", str(bad)])
+        main(["train", "--config", str(bad), "--debug"])
     with pytest.raises(FileNotFoundError, match="--data-dir: .*does not exist"):
         Trainer(tiny_config(tmp_path, tmp_path / "missing"))
     empty = tmp_path / "empty"

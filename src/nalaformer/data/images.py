@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = ["TensorImageDataset", "SkipCorrupt", "collate_skipping", "build_image_folder", "augment_batch"]
+__all__ = ["TensorImageDataset", "SkipCorrupt", "UNREADABLE_IMAGE_ERRORS",
+           "collate_skipping", "build_image_folder", "augment_batch"]
 
 
 class TensorImageDataset(Dataset):
@@ -46,6 +47,18 @@ def augment_batch(images: torch.Tensor, *, size: int, train: bool, mean: float, 
     return (x - mean) / std
 
 
+def _unreadable_image_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises for truncated/corrupt files, plus its decompression-bomb guard (not an OSError)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return OSError, ValueError, SyntaxError
+    return OSError, ValueError, SyntaxError, Image.DecompressionBombError
+
+
+UNREADABLE_IMAGE_ERRORS = _unreadable_image_errors()
+
+
 class SkipCorrupt(Dataset):
     """Wrap a dataset so an unreadable sample becomes ``None`` (dropped by :func:`collate_skipping`)."""
 
@@ -59,7 +72,7 @@ class SkipCorrupt(Dataset):
     def __getitem__(self, i):
         try:
             return self.dataset[i]
-        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for truncated/corrupt files
+        except UNREADABLE_IMAGE_ERRORS as exc:
             path = getattr(self.dataset, "samples", [(f"#{i}",)])[i][0]
             warnings.warn(f"skipping unreadable image {path}: {exc}", RuntimeWarning, stacklevel=2)
             return None

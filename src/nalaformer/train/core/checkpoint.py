@@ -17,6 +17,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import warnings
 from typing import Callable
 
 import torch
@@ -50,7 +51,7 @@ def save_weights_atomic(state_dict: dict[str, torch.Tensor], path: str | os.Path
     try:
         save_file(_contiguous_cpu(state_dict), tmp, metadata=metadata)
         os.replace(tmp, path)
-    except OSError as exc:
+    except Exception as exc:  # OSError, and safetensors' own error on a full disk
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(f"could not write {path} ({exc}); the previous file is intact") from exc
     except BaseException:
@@ -62,7 +63,7 @@ def write_directory_atomic(final: str | os.PathLike, write: Callable[[pathlib.Pa
     """Let ``write(tmp)`` fill a temporary sibling of ``final``, then rename it to ``final`` (replacing it).
 
     On any failure the temporary directory is removed and ``final`` (and the ``latest`` pointer) are untouched;
-    an OSError becomes a CheckpointError naming the checkpoint that is still intact."""
+    an error (OSError, a serializer's error) becomes a CheckpointError naming the checkpoint still intact."""
     final = pathlib.Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
@@ -72,7 +73,7 @@ def write_directory_atomic(final: str | os.PathLike, write: Callable[[pathlib.Pa
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except OSError as exc:
+    except Exception as exc:  # OSError, and safetensors' own error on a full disk
         shutil.rmtree(tmp, ignore_errors=True)
         previous = latest_checkpoint(final.parent)
         raise CheckpointError(f"could not write checkpoint {final} ({exc}); the previous checkpoint "
@@ -137,14 +138,51 @@ def find_checkpoint(spec: str | os.PathLike, root: str | os.PathLike) -> pathlib
     return path
 
 
+def _unreadable(path: pathlib.Path, exc: Exception) -> CheckpointError:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return CheckpointError(f"{path} is unreadable ({type(exc).__name__}: {first_line})")
+
+
 def load_train_state(path: str | os.PathLike) -> dict:
-    """The training state of a checkpoint directory (``weights_only``: tensors and plain containers only)."""
-    return torch.load(pathlib.Path(path) / STATE_FILE, map_location="cpu", weights_only=True)
+    """The training state of a checkpoint directory (``weights_only``: tensors and plain containers only);
+    a CheckpointError names the file when it is corrupt."""
+    file = pathlib.Path(path) / STATE_FILE
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise _unreadable(file, exc) from exc
+
+
+def _load_weights(file: pathlib.Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(file)
+    except Exception as exc:
+        raise _unreadable(file, exc) from exc
+
+
+def _older_checkpoints(path: pathlib.Path) -> list[pathlib.Path]:
+    """Complete checkpoints beside ``path`` named like it and older, newest first."""
+    prefix = path.name.rsplit("_", 1)[0]
+    return sorted((p for p in path.parent.glob(f"{prefix}_*") if p.name < path.name and (p / STATE_FILE).is_file()),
+                  reverse=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None, dict]:
-    """Load ``(model_state, ema_state or None, train_state)`` from a checkpoint directory (or its parent)."""
-    path = find_checkpoint(path, path)
-    ema_file = path / "ema.safetensors"
-    return (load_file(path / "model.safetensors"), load_file(ema_file) if ema_file.is_file() else None,
-            load_train_state(path))
+    """Load ``(model_state, ema_state or None, train_state)`` from a checkpoint directory (or its parent).
+
+    Given a run or checkpoints directory, an unreadable newest checkpoint is skipped with a warning naming the
+    file, and the newest readable older one is loaded."""
+    given = pathlib.Path(path)
+    path = find_checkpoint(given, given)
+    candidates = [path] + (_older_checkpoints(path) if path != given else [])
+    for i, candidate in enumerate(candidates):
+        try:
+            ema_file = candidate / "ema.safetensors"
+            return (_load_weights(candidate / "model.safetensors"),
+                    _load_weights(ema_file) if ema_file.is_file() else None, load_train_state(candidate))
+        except CheckpointError as exc:
+            if i + 1 == len(candidates):
+                raise
+            warnings.warn(f"{exc}; falling back to the previous checkpoint {candidates[i + 1]}", RuntimeWarning,
+                          stacklevel=2)
+    raise AssertionError("unreachable")

@@ -14,12 +14,38 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["option", "add_dataclass_arguments", "config_from_args", "load_yaml"]
+__all__ = ["option", "positive_int", "validate_config", "add_dataclass_arguments", "config_from_args", "load_yaml"]
 
 
-def option(default=None, help: str = ""):
-    """A config field with a default and the help text its ``--flag`` shows."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def option(default=None, help: str = "", *, min: float | None = None):
+    """A config field with a default, the help text its ``--flag`` shows and an optional lower bound."""
+    return dataclasses.field(default=default, metadata={"help": help, "min": min})
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def validate_config(config) -> None:
+    """Types (an int field takes no float or bool, e.g. from YAML) and lower bounds of a config dataclass;
+    a ValueError names the option."""
+    types_ = _field_types(type(config))
+    for f in dataclasses.fields(config):
+        value, kind, flag = getattr(config, f.name), types_[f.name], _flag(f.name)
+        if value is None:
+            continue
+        if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                     or (kind is int and not isinstance(value, int))):
+            raise ValueError(f"{flag}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if kind is bool and not isinstance(value, bool):
+            raise ValueError(f"{flag}: expected true or false, got {value!r}")
+        low = f.metadata.get("min")
+        if low is not None and value < low:
+            raise ValueError(f"{flag}: expected a value >= {low:g}, got {value!r}")
 
 
 def _flag(name: str) -> str:
@@ -99,4 +125,6 @@ def config_from_args(cls, args: argparse.Namespace):
                     raise ValueError(f"--config {args.config}: option {key}: {exc}") from exc
             values[key] = value
     values.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
-    return cls(**values)
+    config = cls(**values)
+    validate_config(config)
+    return config

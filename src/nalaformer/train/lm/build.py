@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import pathlib
 
@@ -50,6 +51,11 @@ def build_model(spec: str, tokenizer, overrides: dict | None = None):
                                     "config.json / model directory")
         base = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("model_type", "architectures",
                                                                                   "transformers_version")}
+    known = set(inspect.signature(NaLaConfig.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"--model-overrides: unknown NaLaConfig key(s) {', '.join(unknown)}; "
+                         f"valid keys: {', '.join(sorted(known))}")
     base.update(overrides)
     base["vocab_size"] = max(int(base.get("vocab_size", 0)), len(tokenizer))
     base.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

@@ -14,6 +14,7 @@ import pathlib
 import torch
 
 from ...data.text import PackedBlocks
+from ..core.config import positive_int
 from ..core.precision import autocast
 from .checkpoint import RUN_FILE
 
@@ -80,9 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text files/dirs/globs (default: the corpus recorded in run.json, else the Python docs)")
     parser.add_argument("--held-out", type=float, default=None, help="held-out fraction (default: as trained)")
     parser.add_argument("--seed", type=int, default=None, help="split seed (default: as trained)")
-    parser.add_argument("--seq-len", type=int, default=None, help="block length (default: as trained)")
+    parser.add_argument("--seq-len", type=positive_int, default=None, help="block length (default: as trained)")
     parser.add_argument("--packing", choices=("documents", "concat"), default=None)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--max-batches", type=int, default=0, help="cap on eval batches (0 = all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tasks", default=None, help="comma-separated lm-evaluation-harness tasks (optional)")

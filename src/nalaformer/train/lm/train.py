@@ -28,7 +28,7 @@ from ..core.distributed import (
     all_reduce_sum, apply_gradients, barrier, full_optimizer_state, full_state_dict, init_distributed, is_sharded,
     load_full_state, no_sync_if, unwrap, wrap_model,
 )
-from ..core.config import add_dataclass_arguments, config_from_args
+from ..core.config import add_dataclass_arguments, config_from_args, validate_config
 from .config import LMTrainConfig
 from .build import build_model, load_corpus_streams, load_tokenizer
 from ..core.checkpoint import find_checkpoint, load_train_state
@@ -81,6 +81,7 @@ class LMRun:
     """Everything one training run holds; ``train`` drives it step by step."""
 
     def __init__(self, cfg: LMTrainConfig):
+        validate_config(cfg)
         if cfg.packing not in ("documents", "concat"):
             raise ValueError(f"--packing: expected 'documents' or 'concat', got {cfg.packing!r}")
         self.cfg, self.env, self.out_dir = cfg, init_distributed(cfg.device), pathlib.Path(cfg.output_dir)

@@ -10,6 +10,8 @@ import time
 import torch
 from safetensors.torch import load_file
 
+from ..core.config import positive_int
+
 HELP = "evaluate a trained run: top-1/top-5, per-class accuracy, confusion matrix, images/s"
 PREDICT_HELP = "top-k labels for image files with a trained run"
 
@@ -42,7 +44,7 @@ def _eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="output directory of `nalaformer train`")
     parser.add_argument("--weights", default=None, help="weights file (default: RUN/best.safetensors)")
     parser.add_argument("--data-dir", default=None, help="dataset location (default: the run's)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--device", default="auto")
 
 
@@ -124,12 +126,14 @@ class Predict:
         parser.add_argument("images", nargs="+", help="image files")
         parser.add_argument("--run", required=True, help="output directory of `nalaformer train`")
         parser.add_argument("--weights", default=None)
-        parser.add_argument("--top-k", type=int, default=3)
+        parser.add_argument("--top-k", type=positive_int, default=3)
         parser.add_argument("--device", default="cpu")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from PIL import Image
+
+        from ...data.images import UNREADABLE_IMAGE_ERRORS
 
         model, info = load_run(args.run, args.weights, args.device)
         classes = info["classes"]
@@ -137,7 +141,7 @@ class Predict:
             try:
                 image = Image.open(path)
                 image.load()
-            except (OSError, ValueError) as exc:
+            except UNREADABLE_IMAGE_ERRORS as exc:
                 raise ValueError(f"images: cannot read {path} ({exc})") from exc
             x = _preprocess(image, info).to(args.device)
             with torch.no_grad():
@@ -149,20 +153,10 @@ class Predict:
 
 
 def _preprocess(image, info: dict) -> torch.Tensor:
-    """One PIL image -> (1, C, S, S) exactly as the run's eval pipeline prepares it."""
-    import numpy as np
+    """One PIL image -> (1, C, S, S) exactly as the run's eval pipeline prepares it (the dataset says how)."""
+    from ...data.registry import get_dataset
 
-    if info["dataset"] == "fashion-mnist":
-        from .data import FMNIST_MEAN, FMNIST_STD
-        from ...data.images import augment_batch
-
-        gray = np.asarray(image.convert("L").resize((28, 28)), dtype=np.uint8)
-        x = torch.from_numpy(gray.copy())[None, None]
-        return augment_batch(x, size=info["img_size"], train=False, mean=FMNIST_MEAN, std=FMNIST_STD)
-    from timm.data import create_transform
-
-    tf = create_transform(info["img_size"], is_training=False, interpolation="bicubic")
-    return tf(image.convert("RGB"))[None]
+    return get_dataset(info["dataset"]).preprocess(image, info["img_size"])
 
 
 predict = Predict()

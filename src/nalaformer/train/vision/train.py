@@ -17,7 +17,7 @@ import time
 import torch
 
 from ..core.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights_atomic
-from ..core.config import add_dataclass_arguments, config_from_args
+from ..core.config import add_dataclass_arguments, config_from_args, validate_config
 from ..core.distributed import (
     all_reduce_sum, apply_gradients, barrier, DistEnv, full_optimizer_state, full_state_dict, init_distributed,
     load_full_state, no_sync_if, unwrap, wrap_model,
@@ -111,6 +111,7 @@ class Trainer:
         from timm.scheduler import create_scheduler_v2
         from timm.utils import ModelEmaV3
 
+        validate_config(cfg)
         self.cfg = cfg
         self.env = init_distributed(cfg.device)
         seed_everything(cfg.seed)
