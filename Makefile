@@ -40,7 +40,7 @@ fashion-data:
 	fi
 
 run: $(VENV)/.installed-run fashion-data
-	$(VENV)/bin/nalaformer train
+	$(VENV)/bin/nalaformer train --overwrite true
 
 # our suite, then timm's own tests/test_models.py on the nalaformer models (sdist fetched from PyPI once)
 test: $(VENV)/.installed-test

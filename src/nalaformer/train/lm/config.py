@@ -49,6 +49,7 @@ class LMTrainConfig:
     save_every: int = _opt(100, "checkpoint every N steps (and at the end)", min=0)
     keep_last: int = _opt(2, "checkpoints to keep", min=0)
     resume: Optional[str] = _opt(None, "'auto' (latest in output_dir, if any) or a checkpoint directory")
+    overwrite: bool = _opt(False, "start over in an output_dir that holds an earlier run (removes that run's files)")
     stop_after: Optional[int] = _opt(None, "stop (with a checkpoint) after this many steps of this run", min=1)
     seed: int = _opt(0, "seed of init, data order and the held-out split")
     log_every: int = _opt(10, "progress-bar refresh every N steps (the bar shows on a terminal only)", min=1)

@@ -38,6 +38,7 @@ from .report import FIELDS, plot_lm_metrics
 from ..core.metrics import MetricsLog
 from ..core.precision import autocast, resolve_amp
 from ..core.progress import progress_bar
+from ..core.rundir import claim_output_dir, run_lock
 from ..core.seeding import rng_state, seed_everything, set_rng_state
 
 HELP = "train a NaLa causal LM (default: byte-level, Python docs corpus, CPU-sized)"
@@ -85,6 +86,8 @@ class LMRun:
         if cfg.packing not in ("documents", "concat"):
             raise ValueError(f"--packing: expected 'documents' or 'concat', got {cfg.packing!r}")
         self.cfg, self.env, self.out_dir = cfg, init_distributed(cfg.device), pathlib.Path(cfg.output_dir)
+        if self.env.is_main or not cfg.overwrite:
+            claim_output_dir(self.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.tokenizer)
         self.blocks, self.held = self._data()
@@ -274,5 +277,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    train(config_from_args(LMTrainConfig, args))
+    cfg = config_from_args(LMTrainConfig, args)
+    with run_lock(cfg.output_dir):
+        train(cfg)
     return 0

@@ -65,6 +65,7 @@ class VisionTrainConfig:
     # bookkeeping
     output_dir: str = _opt("runs/fashion-mnist", "where checkpoints, logs and plots go")
     resume: str | None = _opt(None, "'auto' (latest in output_dir) or a checkpoint directory")
+    overwrite: bool = _opt(False, "start over in an output_dir that holds an earlier run (removes that run's files)")
     keep_last: int = _opt(2, "checkpoints to keep (plus best.safetensors)", min=0)
     seed: int = _opt(0, "random seed")
     log_every: int = _opt(50, "progress-bar refresh every N steps (the bar shows on a terminal only)", min=1)

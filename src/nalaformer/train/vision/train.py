@@ -25,6 +25,7 @@ from ..core.distributed import (
 from ..core.metrics import MetricsLog, plot_metrics
 from ..core.precision import autocast, resolve_amp
 from ..core.progress import progress_bar
+from ..core.rundir import claim_output_dir, run_lock
 from ..core.seeding import rng_state, seed_everything, set_rng_state
 from .config import VisionTrainConfig
 from .data import build_vision_data, prepare, unpack_batch
@@ -117,6 +118,8 @@ class Trainer:
         seed_everything(cfg.seed)
         self.out = pathlib.Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
+        if self.env.is_main or not cfg.overwrite:
+            claim_output_dir(self.out, resume=cfg.resume, overwrite=cfg.overwrite)
         self.data = build_vision_data(cfg, self.env)
         self.num_classes = len(self.data.classes)
         model = build_model(cfg, self.num_classes, self.data.in_chans)
@@ -313,7 +316,8 @@ class Trainer:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(VisionTrainConfig, args)
-    Trainer(cfg).fit()
+    with run_lock(cfg.output_dir):
+        Trainer(cfg).fit()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0
