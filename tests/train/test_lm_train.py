@@ -179,3 +179,17 @@ def test_shipped_recipes_are_valid(recipe):
 
     config = LMTrainConfig(**load_yaml(recipe))
     assert config.model in PRESETS
+
+
+def test_resume_with_changed_settings_reports_and_applies_or_refuses(corpus, tmp_path, capsys):
+    from nalaformer.train.core.checkpoint import CheckpointError
+
+    quick = dict(steps=4, stop_after=2, eval_every=0, sample_every=0, save_every=0)
+    train(tiny_config(corpus, tmp_path / "run", **quick))
+    with pytest.raises(CheckpointError, match="cannot change mid-run: --model-overrides"):
+        train(tiny_config(corpus, tmp_path / "run", **{**quick, "model_overrides": {"short_conv_size": 2}},
+                          resume="auto"))
+    result = train(tiny_config(corpus, tmp_path / "run", **{**quick, "steps": 3, "stop_after": None},
+                               resume="auto"))
+    assert "settings changed since the checkpoint, applied: --steps 4 -> 3" in capsys.readouterr().out
+    assert result["step"] == 3 and [int(r["step"]) for r in read_metrics(tmp_path / "run")] == [1, 2, 3]

@@ -182,3 +182,16 @@ def test_compiled_run_trains_and_writes_plain_checkpoints(tmp_path, fashion_dir)
     resumed = Trainer(tiny_config(tmp_path, fashion_dir, epochs=2, max_train_batches=3, max_eval_batches=1,
                                   resume="auto"))
     assert resumed.start_epoch == 1
+
+
+def test_resume_with_changed_settings_reports_and_applies_or_refuses(tmp_path, fashion_dir, capsys):
+    Trainer(tiny_config(tmp_path, fashion_dir, epochs=1, max_train_batches=2, max_eval_batches=1)).fit()
+    longer = Trainer(tiny_config(tmp_path, fashion_dir, epochs=3, max_train_batches=2, max_eval_batches=1,
+                                 min_lr=1e-4, resume="auto"))
+    assert "settings changed since the checkpoint, applied: --epochs 1 -> 3, --min-lr 1e-05 -> 0.0001" in \
+        capsys.readouterr().out
+    assert longer.start_epoch == 1 and longer.scheduler.t_initial == 3 * longer.updates_per_epoch
+    assert longer.optimizer.param_groups[0]["lr"] == pytest.approx(
+        longer.scheduler._get_lr(longer.num_updates)[0])  # the new schedule's lr at the resumed update
+    with pytest.raises(CheckpointError, match="cannot change mid-run: --img-size 32 -> 48"):
+        Trainer(tiny_config(tmp_path, fashion_dir, epochs=3, img_size=48, resume="auto"))

@@ -14,7 +14,8 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["option", "positive_int", "validate_config", "add_dataclass_arguments", "config_from_args", "load_yaml"]
+__all__ = ["option", "positive_int", "validate_config", "changed_settings", "describe_changes",
+           "add_dataclass_arguments", "config_from_args", "load_yaml"]
 
 
 def option(default=None, help: str = "", *, min: float | None = None):
@@ -128,3 +129,14 @@ def config_from_args(cls, args: argparse.Namespace):
     config = cls(**values)
     validate_config(config)
     return config
+
+
+def changed_settings(saved: dict, config, ignore: set[str] = frozenset()) -> dict[str, tuple[Any, Any]]:
+    """Settings of ``config`` that differ from ``saved`` (a checkpoint's ``dataclasses.asdict`` of its config):
+    name -> (saved, now). Fields in ``ignore`` and fields the checkpoint does not know are left out."""
+    now = dataclasses.asdict(config)
+    return {k: (saved[k], v) for k, v in now.items() if k in saved and k not in ignore and saved[k] != v}
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{_flag(k)} {old!r} -> {new!r}" for k, (old, new) in changes.items())

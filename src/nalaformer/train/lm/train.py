@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import pathlib
 import time
@@ -28,11 +29,12 @@ from ..core.distributed import (
     all_reduce_sum, apply_gradients, barrier, full_optimizer_state, full_state_dict, init_distributed, is_sharded,
     load_full_state, no_sync_if, unwrap, wrap_model,
 )
-from ..core.config import add_dataclass_arguments, config_from_args, validate_config
+from ..core.config import (add_dataclass_arguments, changed_settings, config_from_args, describe_changes,
+                           validate_config)
 from .config import LMTrainConfig
 from .build import build_model, load_corpus_streams, load_tokenizer
-from ..core.checkpoint import find_checkpoint, load_train_state
-from .checkpoint import save_lm_checkpoint, save_model_dir
+from ..core.checkpoint import CheckpointError, find_checkpoint, load_train_state
+from .checkpoint import RUN_FILE, save_lm_checkpoint, save_model_dir
 from .evaluate import evaluate_perplexity
 from .report import FIELDS, plot_lm_metrics
 from ..core.metrics import MetricsLog
@@ -72,6 +74,25 @@ def _optimizer(wrapped: torch.nn.Module, model: torch.nn.Module, cfg: LMTrainCon
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2))
 
 
+# settings that do not change a run's result (not reported on resume) / that a resumed run cannot change
+_BOOKKEEPING = {"resume", "overwrite", "output_dir", "log_every", "tensorboard", "device", "distributed",
+                "stop_after", "keep_last", "save_every", "sample_every", "sample_prompt", "sample_tokens"}
+_FIXED_ON_RESUME = {"model", "model_overrides", "tokenizer"}
+
+
+def _changed_settings(resume_dir: pathlib.Path, cfg: LMTrainConfig) -> dict:
+    """Settings changed since the checkpoint: model and tokenizer changes are refused; the rest (steps, lr,
+    schedule, data, ...) apply, since the schedule and the data order are functions of the settings and step."""
+    info_file = resume_dir / RUN_FILE
+    saved = json.loads(info_file.read_text()).get("train_config", {}) if info_file.is_file() else {}
+    changes = changed_settings(saved, cfg, ignore=_BOOKKEEPING)
+    refused = {k: v for k, v in changes.items() if k in _FIXED_ON_RESUME}
+    if refused:
+        raise CheckpointError(f"--resume: {resume_dir} was trained with other settings that cannot change "
+                              f"mid-run: {describe_changes(refused)}; start a new run (another --output-dir)")
+    return changes
+
+
 def _run_info(cfg: LMTrainConfig) -> dict:
     keys = ("corpus", "held_out", "seed", "seq_len", "packing", "tokenizer")
     return {k: getattr(cfg, k) for k in keys} | {"train_config": dataclasses.asdict(cfg)}
@@ -92,6 +113,9 @@ class LMRun:
         self.tokenizer = load_tokenizer(cfg.tokenizer)
         self.blocks, self.held = self._data()
         resume_dir = find_checkpoint(cfg.resume, self.out_dir / "checkpoints") if cfg.resume else None
+        changes = _changed_settings(resume_dir, cfg) if resume_dir is not None else {}
+        if changes and self.env.is_main:
+            print(f"resume: settings changed since the checkpoint, applied: {describe_changes(changes)}", flush=True)
         self.model = self._model(resume_dir)
         self.num_params = sum(p.numel() for p in self.model.parameters())  # before FSDP shards them
         self.amp_dtype, self.scaler = resolve_amp(cfg.amp, self.env.device)

@@ -17,7 +17,8 @@ import time
 import torch
 
 from ..core.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights_atomic
-from ..core.config import add_dataclass_arguments, config_from_args, validate_config
+from ..core.config import (add_dataclass_arguments, changed_settings, config_from_args, describe_changes,
+                           validate_config)
 from ..core.distributed import (
     all_reduce_sum, apply_gradients, barrier, DistEnv, full_optimizer_state, full_state_dict, init_distributed,
     load_full_state, no_sync_if, unwrap, wrap_model,
@@ -38,6 +39,12 @@ VISION_FIELDS = ["epoch", "train_loss", "test_loss", "test_top1", "test_top5", "
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, VisionTrainConfig)
+
+
+# settings that do not change a run's result (not reported on resume) / that a resumed run cannot change
+_BOOKKEEPING = {"resume", "overwrite", "output_dir", "log_every", "tensorboard", "device", "workers", "data_dir",
+                "download", "keep_last", "eval_batch_size", "max_eval_batches", "compile", "distributed"}
+_FIXED_ON_RESUME = {"model", "model_kwargs", "dataset", "img_size", "opt", "model_ema", "pretrained_file"}
 
 
 def _shard_units() -> tuple[type, ...]:
@@ -208,18 +215,35 @@ class Trainer:
         if missing or unexpected:
             raise CheckpointError(f"--resume: checkpoint {source} does not fit this model: missing "
                                   f"{sorted(missing)[:10]}, unexpected {sorted(unexpected)[:10]}")
+        changes = self._check_changed_settings(run.get("config", {}), source)
         load_full_state(self.dist_model, self.optimizer, model_state, state["optimizer"])
         if self.ema is not None and ema_state is not None:
             self.ema.module.load_state_dict(ema_state)
-        self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.num_updates, self.best = state["epoch"] + 1, state["num_updates"], state["best"]
+        if changes:  # the schedule is a function of the settings and the update count: this run's settings apply
+            self.scheduler.step_update(num_updates=self.num_updates)
+        else:
+            self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         if self.log is not None:
             self.log.truncate_after(state["epoch"] + 1)  # CSV epochs count from 1
         if self.env.is_main:
             print(f"resumed from {source} (epoch {state['epoch']} done)", flush=True)
+            if changes:
+                print(f"resume: settings changed since the checkpoint, applied: {describe_changes(changes)}",
+                      flush=True)
+
+    def _check_changed_settings(self, saved: dict, source) -> dict:
+        """Changed settings of a resumed run: those that define the model, data or optimizer state are refused;
+        the others (schedule, regularisation, batch size, ...) are returned to be reported and applied."""
+        changes = changed_settings(saved, self.cfg, ignore=_BOOKKEEPING)
+        refused = {k: v for k, v in changes.items() if k in _FIXED_ON_RESUME}
+        if refused:
+            raise CheckpointError(f"--resume: {source} was trained with other settings that cannot change "
+                                  f"mid-run: {describe_changes(refused)}; start a new run (another --output-dir)")
+        return changes
 
     # --- the loop ----------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> float:
