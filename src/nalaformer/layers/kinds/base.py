@@ -46,6 +46,10 @@ class AttentionCore(nn.Module):
                 cu_seqlens=None, max_seqlen=None, backend: str = "auto"):
         raise NotImplementedError
 
+    def rope_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype of the rotary tables this core wants for inputs of ``dtype``."""
+        return compute_dtype(dtype)
+
     def step(self, q, k, v, state, *, rope=None):
         """One token per sequence: q, k (B, H, D), v (B, H, Dv) -> (o (B, H, Dv), new state)."""
         raise NotImplementedError(f"{self.name}: no recurrent state (decode through a key/value cache)")

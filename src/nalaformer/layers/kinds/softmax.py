@@ -30,6 +30,9 @@ class SoftmaxCore(AttentionCore):
                                              is_causal=causal)
         return out.transpose(1, 2)
 
+    def rope_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return dtype  # rotary q and k in their own precision
+
     def weights(self, q, k, *, causal: bool = False):
         return self.rows(q.transpose(1, 2), k.transpose(1, 2), causal=causal)
 
