@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "train-lm": "nalaformer.train.lm",
     "eval-lm": "nalaformer.train.lm_evaluate",
     "bench": "nalaformer.bench",
+    "analyze": "nalaformer.analyze_command",
 }
 
 

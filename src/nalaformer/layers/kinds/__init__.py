@@ -12,7 +12,7 @@ from .nala import NaLaCore, NaLaCosineCore
 from .polarity import PolarityCore
 from .softmax import SoftmaxCore
 
-__all__ = ["KINDS", "AttentionCore", "LinearAttentionCore", "get_kind", "create_core", "check_kind"]
+__all__ = ["KINDS", "AttentionCore", "LinearAttentionCore", "SoftmaxCore", "get_kind", "create_core", "check_kind"]
 
 KINDS: dict[str, type[AttentionCore]] = {
     "softmax": SoftmaxCore,
