@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
                                 "(config.json)")
     out = pathlib.Path(args.out) if args.out else target / "analysis"
     summary = analyze_model(model, batch, out, bins=args.bins, max_queries=args.max_queries, seed=args.seed)
-    print(f"{'layer':<34} {'kind':<12} {'slope':>8} {'softmax':>8}   (entropy vs log|q|, nats)")
+    print(f"{'layer':<34} {'kind':<12} {'slope':>8} {'softmax':>8}   (slope of row entropy vs log|q|)")
     for row in summary:
-        print(f"{row['name']:<34} {row['kind']:<12} {row['slope']:8.3f} {row['softmax_slope']:8.3f}")
+        print(f"{row['name']:<34} {row['kind']:<12} {row['slope']:8.3f} {row['softmax_slope']:8.3f}   {row['unit']}")
     print(f"wrote {out / 'summary.csv'} and {len(summary)} per-layer CSV/PNG files under {out / 'layers'}")
     return 0

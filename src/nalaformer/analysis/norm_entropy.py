@@ -26,13 +26,18 @@ __all__ = ["LayerEntropy", "layer_entropy", "analyze_model"]
 
 @dataclass
 class LayerEntropy:
-    """Per query row: ||q|| and entropies (nats) of the kind's rows and of softmax's. Tensors (R,)."""
+    """Per query row: ||q|| and entropies of the kind's rows and of softmax's. Tensors (R,).
+
+    Non-causal rows: nats. Causal rows see i + 1 keys, so their entropy is divided by log(i + 1) (1 =
+    uniform over the visible keys; the first row, with one key, is left out): otherwise position, not
+    ||q||, would dominate. ``unit`` says which."""
 
     name: str
     kind: str
     q_norm: torch.Tensor
     entropy: torch.Tensor
     softmax_entropy: torch.Tensor
+    unit: str = "nats"
 
 
 def _slope(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -59,7 +64,12 @@ def layer_entropy(layer: CapturedAttention, *, max_queries: int = 256, max_seque
         ent = ent.mean(2)
     ref = row_entropy(SoftmaxCore.rows(q.transpose(1, 2), k.transpose(1, 2), causal=layer.causal))
     norm = torch.linalg.vector_norm(q, dim=-1).transpose(1, 2)  # (B, H, Nq)
-    return LayerEntropy(layer.name, layer.kind, norm.flatten().cpu(), ent.flatten().cpu(), ref.flatten().cpu())
+    if not layer.causal:
+        return LayerEntropy(layer.name, layer.kind, norm.flatten().cpu(), ent.flatten().cpu(), ref.flatten().cpu())
+    uniform = torch.arange(1, n + 1, device=q.device, dtype=q.dtype).log()[1:]
+    norm, ent, ref = norm[..., 1:], ent[..., 1:] / uniform, ref[..., 1:] / uniform
+    return LayerEntropy(layer.name, layer.kind, norm.flatten().cpu(), ent.flatten().cpu(), ref.flatten().cpu(),
+                        unit="fraction of log(visible keys)")
 
 
 def binned(result: LayerEntropy, bins: int = 10) -> list[dict]:
@@ -80,7 +90,7 @@ def binned(result: LayerEntropy, bins: int = 10) -> list[dict]:
 def _summary(index: int, result: LayerEntropy) -> dict:
     keep = result.q_norm > 0
     log_norm = result.q_norm[keep].log()
-    return {"layer": index, "name": result.name, "kind": result.kind, "rows": int(keep.sum()),
+    return {"layer": index, "name": result.name, "kind": result.kind, "unit": result.unit, "rows": int(keep.sum()),
             "slope": _slope(log_norm, result.entropy[keep]),
             "softmax_slope": _slope(log_norm, result.softmax_entropy[keep]),
             "mean_entropy": result.entropy.mean().item(), "mean_softmax_entropy": result.softmax_entropy.mean().item()}
@@ -109,7 +119,7 @@ def _plot(path: pathlib.Path, result: LayerEntropy, rows: list[dict], title: str
     ax.plot(x, [r["entropy_softmax"] for r in rows], "s--", color="C1", label="softmax (same q, k)")
     ax.set_xscale("log")
     ax.set_xlabel("||q||")
-    ax.set_ylabel("row entropy (nats)")
+    ax.set_ylabel(f"row entropy ({result.unit})")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
