@@ -36,3 +36,13 @@ def test_params_object_equals_the_keywords_and_is_frozen():
         nf.nala_attention(q, k, v, params=p, lam=2.0)
     with pytest.raises(TypeError, match="params: expected a NaLaParams"):
         nf.nala_attention(q, k, v, params={"lam": 2.0})
+
+
+def test_negative_state_count_is_refused():
+    q = torch.randn(2, 3, 1, 4)
+    _, state = nf.nala_attention(q, q, q, causal=True, output_final_state=True)
+    bad = nf.NaLaState(state.kv, state.k_sum, torch.tensor([3, -1]))
+    with pytest.raises(ValueError, match=r"initial_state.count: expected token counts >= 0, got -1"):
+        nf.nala_attention(q, q, q, causal=True, initial_state=bad)
+    with pytest.raises(ValueError, match=r"^state.count: expected token counts >= 0"):
+        nf.nala_decode_step(q[:, 0], q[:, 0], q[:, 0], bad)

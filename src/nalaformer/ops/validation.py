@@ -83,6 +83,9 @@ def _check_state(state, num_seqs: int, heads: int, head_dim: int, value_dim: int
         raise TypeError(f"{arg}: expected floating-point kv and k_sum")
     if count.is_floating_point() or count.is_complex():
         raise TypeError(f"{arg}.count: expected an integer tensor, got {count.dtype}")
+    # a data check: on CPU tensors only (elsewhere it would cost a device sync per call), not while tracing
+    if count.device.type == "cpu" and not torch.compiler.is_compiling() and bool((count < 0).any()):
+        raise ValueError(f"{arg}.count: expected token counts >= 0, got {count.min().item()}")
 
 
 def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor, max_seqlen: int | None = None) -> int:
