@@ -46,6 +46,13 @@ class AttentionCore(nn.Module):
                 cu_seqlens=None, max_seqlen=None, backend: str = "auto"):
         raise NotImplementedError
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The papers' init of the learned per-channel values: zeros (focused: scale softplus(0) = ln 2;
+        polarity: scale ln 2, power 1 + 4 * sigmoid(0) = 3)."""
+        for param in self.parameters(recurse=False):
+            param.zero_()
+
     def rope_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """The dtype of the rotary tables this core wants for inputs of ``dtype``."""
         return compute_dtype(dtype)

@@ -45,11 +45,6 @@ class FocusedCore(LinearAttentionCore):
         self.power = float(power)
         self.scale = nn.Parameter(torch.zeros(num_heads, head_dim))
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """The released init: zeros (softplus(0) = ln 2 scale)."""
-        for p in self.parameters():
-            p.zero_()
 
     def feature_params(self) -> dict:
         return {"power": self.power, "scale": F.softplus(self.scale)}

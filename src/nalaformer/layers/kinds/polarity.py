@@ -69,11 +69,6 @@ class PolarityCore(LinearAttentionCore):
         self.scale = nn.Parameter(torch.zeros(num_heads, head_dim))
         self.power = nn.Parameter(torch.zeros(num_heads, head_dim))
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """The released init: zeros (softplus(0) = ln 2 scale, power 1 + 4 * sigmoid(0) = 3)."""
-        for p in self.parameters():
-            p.zero_()
 
     def feature_params(self) -> dict:
         return {"power": 1 + ALPHA * torch.sigmoid(self.power), "scale": F.softplus(self.scale)}

@@ -199,7 +199,7 @@ class NaLaFormer(nn.Module):
             module.reset_parameters()
         elif isinstance(module, nn.BatchNorm2d):
             module.reset_parameters()  # also resets the running statistics
-        elif isinstance(module, AttentionCore) and hasattr(module, "reset_parameters"):
+        elif isinstance(module, AttentionCore):
             module.reset_parameters()  # learned per-channel values of some kinds (focused, polarity)
 
     @torch.no_grad()

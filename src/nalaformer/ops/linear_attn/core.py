@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..reference import segments
+from ..reference import over_segments
 from ..state import NaLaState
 
 __all__ = ["linear_attention", "linear_decode_step", "linear_attention_weights", "empty_state"]
@@ -143,17 +143,7 @@ def linear_attention(
         args = (tq[rows, :, sl], tk[rows, :, sl], tv[rows, :, sl], eps)
         return _causal(*args, state, chunk_size) if causal else (_noncausal(*args), None)
 
-    if cu_seqlens is None:
-        o, final = run(slice(None), slice(None), initial_state)
-    else:  # packed sequences: each segment on its own
-        outs, finals = [], []
-        for idx, (_, s, e) in enumerate(segments(batch, length, cu_seqlens)):
-            seg_state = NaLaState(*(t[idx:idx + 1] for t in initial_state)) if causal else None
-            o_seg, f_seg = run(slice(s, e), slice(0, 1), seg_state)
-            outs.append(o_seg)
-            finals.append(f_seg)
-        o = torch.cat(outs, dim=2)
-        final = NaLaState(*(torch.cat(parts) for parts in zip(*finals))) if causal else None
+    o, final = over_segments(run, batch, length, cu_seqlens, initial_state, causal)  # packed: each on its own
     o = o.transpose(1, 2).flatten(-2)
     return (o, final) if output_final_state else o
 
