@@ -13,7 +13,7 @@ import json
 import math
 import pathlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -158,7 +158,3 @@ def analyze_model(model: torch.nn.Module, batch, out_dir, *, bins: int = 10, max
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
-
-def as_dicts(results: list[LayerEntropy]) -> list[dict]:
-    """Plain dicts (tensors as lists) of per-row results, e.g. for JSON."""
-    return [{k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in asdict(r).items()} for r in results]

@@ -83,8 +83,7 @@ ORACLES = {f.__name__: f for f in (softmax, relu_linear, elu_linear, focused, po
 
 def attention(kind: str, q, k, v, causal: bool, **params) -> torch.Tensor:
     """q, k (B, N, H, D), v (B, N, H, Dv) float64 -> (B, N, H, Dv); params broadcast per head as (H, D)."""
-    b, n, h, _ = q.shape
-    out = torch.empty(b, n, h, v.shape[-1], dtype=torch.float64)
+    b, _, h, _ = q.shape
     out = []
     for bi in range(b):
         heads = []
