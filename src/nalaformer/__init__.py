@@ -1,6 +1,7 @@
 """nalaformer: norm-aware linear attention (NaLa) for vision and language models."""
 
 from .ops import (
+    NaLaParams,
     NaLaState,
     apply_rotary,
     nala_attention,
@@ -19,5 +20,5 @@ _integrations.install()  # timm / transformers families register when (or if) th
 
 __all__ = [
     "nala_attention", "nala_decode_step", "nala_attention_reference", "nala_feature_maps", "rope_1d", "rope_2d",
-    "apply_rotary", "NaLaState", "__version__",
+    "apply_rotary", "NaLaState", "NaLaParams", "__version__",
 ]

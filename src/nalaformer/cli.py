@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train-lm": "nalaformer.train.lm.train",
     "eval-lm": "nalaformer.train.lm.evaluate",
     "bench": "nalaformer.bench",
+    "analyze": "nalaformer.analyze_command",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-import nalaformer.layers.causal_attention as causal_attention
+import nalaformer.layers.kinds.nala as nala_core
 from nalaformer.layers.causal_layout import build_layout
 
 
@@ -29,12 +29,12 @@ def test_packed_attention_calls_carry_the_hint(monkeypatch):
     from tests.models.lm.helpers import tiny_model
 
     seen = []
-    real = causal_attention.nala_attention
+    real = nala_core.nala_attention  # the NaLa kind's core makes the op call
 
     def recording(*args, **kwargs):
         seen.append((kwargs.get("cu_seqlens") is not None, kwargs.get("max_seqlen")))
         return real(*args, **kwargs)
-    monkeypatch.setattr(causal_attention, "nala_attention", recording)
+    monkeypatch.setattr(nala_core, "nala_attention", recording)
     model = tiny_model("nala")
     ids = torch.randint(0, 256, (1, 12))
     with torch.no_grad():

@@ -9,7 +9,8 @@
 # and the unmarked pruning-contract test); the unmarked test that scripts an FX graph is TorchScript too
 # and is left out (docs/vision.md says why). timm checks forward_intermediates / pruning only for the
 # modules in the test file's FEAT_INTER_FILTERS: a patched copy adds `nalaformer` there so those tests
-# exercise our models too. Expect 54 tests (6 models x 9 tests), a few minutes on 2 CPU cores.
+# exercise our models too. The attention kinds focused and polarity run as test-only models
+# nalaformer_xt_focused / nalaformer_xt_polarity. Expect 72 tests (8 models x 9 tests), a few minutes on 2 CPU cores.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -20,6 +21,9 @@ case "$PYTHON" in  # the run below changes directory: make a relative interprete
     */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
 esac
 CACHE="$ROOT/.cache/timm-src"
+# attention kinds tested as test-only models nalaformer_xt_KIND (the kinds that add parameters and layers
+# to the frame; the others differ from nala/softmax only in the mixer's arithmetic, tested in tests/layers)
+ZOO_KINDS="${TIMM_UPSTREAM_KINDS:-'focused', 'polarity',}"
 TIMEOUT_S="${TIMM_UPSTREAM_TIMEOUT:-900}"
 
 version="$("$PYTHON" -c 'import timm; print(timm.__version__)')"
@@ -48,9 +52,24 @@ open(sys.argv[2], "w").write(patched)
 PY
 cp "$src/tests/conftest.py" "$run/conftest_timm.py"
 cat > "$run/conftest.py" <<'PY'
+from timm.models import model_entrypoint, register_model
+
 import nalaformer.models.vision.nalaformer  # noqa: F401  registers the nalaformer_* timm models
 from conftest_timm import *  # noqa: F401,F403  timm's own fixtures
+
+
+def _zoo_variant(kind):
+    """A test-only entrypoint: NaLaFormer-XT with every stage of attention kind ``kind``."""
+    def entry(pretrained=False, **kwargs):
+        return model_entrypoint("nalaformer_xt")(pretrained, **dict(kwargs, attn_types=kind))
+    entry.__name__ = f"nalaformer_xt_{kind}"
+    return register_model(entry)
+
+
+for _kind in ZOO_KINDS:
+    _zoo_variant(_kind)
 PY
+sed -i "1i ZOO_KINDS = ($ZOO_KINDS)" "$run/conftest.py"
 cat > "$run/pytest.ini" <<'INI'
 [pytest]
 markers =

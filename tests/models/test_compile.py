@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 
-import nalaformer.layers.attention2d as attention2d
+import nalaformer.layers.kinds.nala as nala_core  # the NaLa kind makes the op call
 from nalaformer import nala_attention
 from tests.conftest import rel_err
 from tests.models.helpers import tiny_model
@@ -18,7 +18,7 @@ from tests.models.helpers import tiny_model
 def test_fullgraph_compile_with_the_triton_kernels(monkeypatch):
     """What a GPU run compiles (the kernels here in Triton's CPU interpreter): fullgraph, same outputs and grads."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setattr(attention2d, "nala_attention", functools.partial(nala_attention, backend="triton"))
+    monkeypatch.setattr(nala_core, "nala_attention", functools.partial(nala_attention, backend="triton"))
     torch.manual_seed(0)
     model = tiny_model().eval()
     x = torch.randn(2, 3, 32, 40, requires_grad=True)
@@ -37,10 +37,10 @@ def test_fullgraph_compile_with_the_triton_kernels(monkeypatch):
 
 _FRESH_PROCESS_TRAINING = """
 import functools, torch
-import nalaformer.layers.attention2d as attention2d
+import nalaformer.layers.kinds.nala as nala_core  # the NaLa kind makes the op call
 from nalaformer import nala_attention
 from tests.models.helpers import tiny_model
-attention2d.nala_attention = functools.partial(nala_attention, backend="triton")
+nala_core.nala_attention = functools.partial(nala_attention, backend="triton")
 torch.manual_seed(0)
 model = tiny_model().train()
 compiled = torch.compile(model, backend="aot_eager")

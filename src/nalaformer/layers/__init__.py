@@ -1,11 +1,20 @@
-"""Reusable nn.Modules: the 2-D NaLa attention and its softmax twin, the NaLaFormer block, stem,
-downsample and classifier head; the 1-D causal NaLa attention and the decoder block of the LMs."""
+"""Reusable nn.Modules: the registry of attention kinds (``KINDS``), the 2-D attention frame around them,
+the NaLaFormer block, stem, downsample and classifier head; the 1-D causal attention and the decoder
+block of the LMs."""
 
-from .attention2d import ATTENTION_TYPES, GatedLepeAttention2d, NaLaAttention2d, SoftmaxAttention2d, create_attention2d
+from .attention2d import (
+    ATTENTION_TYPES,
+    GatedLepeAttention2d,
+    KindAttention2d,
+    NaLaAttention2d,
+    SoftmaxAttention2d,
+    create_attention2d,
+)
 from .classifier import NaLaClassifierHead
 from .conv import ConvBnAct, NaLaStem, create_downsample
 from .rotary2d import clear_rotary_cache, rotary_tables_2d
 from .vision_block import ConvFFN, NaLaBlock
+from .kinds import KINDS, AttentionCore, create_core
 from .causal_attention import CausalAttention, CausalAttentionState
 from .causal_conv import ShortConv
 from .causal_layout import TokenLayout, build_layout
@@ -13,9 +22,10 @@ from .lm_block import CausalDecoderBlock, SwiGLU
 from .lm_norm import RMSNorm
 
 __all__ = [
-    "GatedLepeAttention2d", "NaLaAttention2d", "SoftmaxAttention2d", "ATTENTION_TYPES", "create_attention2d",
+    "GatedLepeAttention2d", "KindAttention2d", "NaLaAttention2d", "SoftmaxAttention2d", "ATTENTION_TYPES",
+    "create_attention2d",
     "NaLaBlock", "ConvFFN", "NaLaStem", "ConvBnAct", "create_downsample", "NaLaClassifierHead",
     "rotary_tables_2d", "clear_rotary_cache",
     "CausalAttention", "CausalAttentionState", "TokenLayout", "build_layout", "ShortConv", "CausalDecoderBlock",
-    "SwiGLU", "RMSNorm",
+    "SwiGLU", "RMSNorm", "KINDS", "AttentionCore", "create_core",
 ]

@@ -1,6 +1,7 @@
-"""Token mixers of the NaLaFormer vision blocks (spec §5): NaLa attention and its softmax twin.
+"""Token mixers of the NaLaFormer vision blocks (spec §5): NaLa attention, its softmax twin, and every
+other attention kind of the registry (:mod:`nalaformer.layers.kinds`).
 
-Both share one frame and differ only in how the heads mix tokens::
+All share one frame and differ only in how the heads mix tokens (the kind's core)::
 
     [q, k, v, g] = Linear(C -> 4C)(x)            x: (B, H, W, C), channels last
     y = LayerNorm(mix(q, k, v) + lepe(v)) * SiLU(g)
@@ -15,14 +16,14 @@ that is the layout :func:`nalaformer.ops.nala_attention` takes. Only the NaLa co
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..ops import apply_rotary, nala_attention
-from ..ops.feature_maps import INHIBIT_MODES
+from ..ops import NaLaParams
+from .kinds import check_kind, get_kind
 from .rotary2d import rotary_tables_2d
 
-__all__ = ["GatedLepeAttention2d", "NaLaAttention2d", "SoftmaxAttention2d", "ATTENTION_TYPES", "create_attention2d"]
+__all__ = ["GatedLepeAttention2d", "KindAttention2d", "NaLaAttention2d", "SoftmaxAttention2d", "ATTENTION_TYPES",
+           "create_attention2d"]
 
 
 class GatedLepeAttention2d(nn.Module):
@@ -74,7 +75,40 @@ class GatedLepeAttention2d(nn.Module):
         return f"dim={self.dim}, num_heads={self.num_heads}"
 
 
-class NaLaAttention2d(GatedLepeAttention2d):
+class KindAttention2d(GatedLepeAttention2d):
+    """The frame around the core of any registered attention kind (:mod:`nalaformer.layers.kinds`).
+
+    ``kind``: a registry key; ``params``: a :class:`NaLaParams` for the NaLa kinds. Kinds that use rotary
+    positions get 2-D tables for the grid; kinds with ``vision_dwc`` (focused, polarity) add their per-head
+    depthwise conv of v to the mixed output, as their papers' vision layers do. Input and output: (B, H, W, C).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, kind: str = "nala", params: NaLaParams | None = None, **kwargs):
+        core_cls = get_kind(kind, "attn_type")
+        super().__init__(dim, num_heads, **kwargs)
+        dd = {"device": kwargs.get("device"), "dtype": kwargs.get("dtype")}
+        self.kind = kind
+        self.core = core_cls(num_heads, self.head_dim, **({"params": params} if params is not None else {})).to(**dd)
+        size = core_cls.vision_dwc
+        self.dwc = nn.Conv2d(self.head_dim, self.head_dim, size, padding=size // 2, groups=self.head_dim,
+                             **dd) if size else None
+
+    def mix(self, q, k, v, grid):
+        rope = None
+        if self.core.uses_rope:
+            rope = rotary_tables_2d(*grid, self.head_dim, device=q.device, dtype=self.core.rope_dtype(q.dtype))
+        out = self.core(q, k, v, rope=rope)
+        if self.dwc is not None:  # (B, N, heads, d) -> (B * heads, d, H, W), one conv shared by the heads
+            b, n, h, d = v.shape
+            local = self.dwc(v.permute(0, 2, 3, 1).reshape(b * h, d, *grid))
+            out = out + local.reshape(b, h, d, n).permute(0, 3, 1, 2)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, kind={self.kind!r}"
+
+
+class NaLaAttention2d(KindAttention2d):
     """Norm-aware linear attention over an image grid with 2-D rotary features (spec §3–§5).
 
     ``inhibit``: ``"relu"`` (released code) or ``"cosine"``; ``lam``, ``tau``, ``alpha``: the NaLa
@@ -83,44 +117,40 @@ class NaLaAttention2d(GatedLepeAttention2d):
 
     def __init__(self, dim: int, num_heads: int, *, inhibit: str = "relu", lam: float = 3.0, tau: float = 0.5,
                  alpha: float = 20.0, **kwargs):
-        if inhibit not in INHIBIT_MODES:
-            raise ValueError(f"inhibit: expected one of {INHIBIT_MODES}, got {inhibit!r}")
-        super().__init__(dim, num_heads, **kwargs)
-        self.inhibit, self.lam, self.tau, self.alpha = inhibit, lam, tau, alpha
+        params = NaLaParams(inhibit=inhibit, lam=lam, tau=tau, alpha=alpha)
+        super().__init__(dim, num_heads, kind="nala", params=params, **kwargs)
 
-    def mix(self, q, k, v, grid):
-        # the op's feature maps are float32 (float64 for float64 input): give it tables of that precision
-        table_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-        rope = rotary_tables_2d(*grid, self.head_dim, device=q.device, dtype=table_dtype)
-        # the op computes in float32 by itself, with autocast off inside
-        return nala_attention(q, k, v, rope=rope, inhibit=self.inhibit, lam=self.lam, tau=self.tau,
-                              alpha=self.alpha)
+    @property
+    def inhibit(self) -> str:
+        return self.core.params.inhibit
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, inhibit={self.inhibit!r}"
+        return f"dim={self.dim}, num_heads={self.num_heads}, inhibit={self.inhibit!r}"
 
 
-class SoftmaxAttention2d(GatedLepeAttention2d):
+class SoftmaxAttention2d(KindAttention2d):
     """Softmax attention with 2-D rotary q and k (the later NaLaFormer stages); same frame as NaLa.
 
     Runs ``F.scaled_dot_product_attention`` (scale 1/sqrt(head_dim)). Input and output: (B, H, W, C).
     """
 
-    def mix(self, q, k, v, grid):
-        sin, cos = rotary_tables_2d(*grid, self.head_dim, device=q.device, dtype=q.dtype)
-        sin, cos = sin[:, None, :], cos[:, None, :]  # (N, 1, D): broadcast over heads
-        q, k = apply_rotary(q, sin, cos), apply_rotary(k, sin, cos)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return out.transpose(1, 2)
+    def __init__(self, dim: int, num_heads: int, **kwargs):
+        super().__init__(dim, num_heads, kind="softmax", **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}"
 
 
-ATTENTION_TYPES = {"nala": NaLaAttention2d, "softmax": SoftmaxAttention2d}
+# the mixer classes (timm registers them as torch.fx leaves); every registry kind builds through them
+ATTENTION_TYPES = {"nala": NaLaAttention2d, "softmax": SoftmaxAttention2d, "kind": KindAttention2d}
 
 
 def create_attention2d(attn_type: str, dim: int, num_heads: int, *, inhibit: str = "relu", **kwargs) -> nn.Module:
-    """Build the token mixer named ``attn_type`` (``"nala"`` or ``"softmax"``)."""
-    if attn_type not in ATTENTION_TYPES:
-        raise ValueError(f"attn_type: expected one of {tuple(ATTENTION_TYPES)}, got {attn_type!r}")
+    """Build the token mixer of kind ``attn_type`` (any key of :data:`nalaformer.layers.kinds.KINDS`);
+    ``inhibit`` applies to ``"nala"``."""
+    check_kind(attn_type, "attn_type")
     if attn_type == "nala":
-        kwargs["inhibit"] = inhibit
-    return ATTENTION_TYPES[attn_type](dim, num_heads, **kwargs)
+        return NaLaAttention2d(dim, num_heads, inhibit=inhibit, **kwargs)
+    if attn_type == "softmax":
+        return SoftmaxAttention2d(dim, num_heads, **kwargs)
+    return KindAttention2d(dim, num_heads, kind=attn_type, **kwargs)

@@ -1,11 +1,12 @@
-"""1-D causal attention for language models: NaLa (recurrent state) and its softmax (SDPA) twin.
+"""1-D causal attention for language models: every kind of the registry (:mod:`nalaformer.layers.kinds`).
 
-Both kinds share one module: q, k, v, g projections, an optional causal depthwise conv on v, 1-D
-rotary positions, a per-head RMSNorm on the output gated by SiLU(g), and an output projection. Only
-the token mixer differs:
+All kinds share one module: q, k, v, g projections, an optional causal depthwise conv on v, 1-D
+rotary positions (for the kinds that use them), a per-head RMSNorm on the output gated by SiLU(g), and
+an output projection. Only the token mixer (the kind's core) differs:
 
-- ``"nala"``: causal NaLa (spec §3) with the rotary rotation on the numerator; its cache is the
-  op's :class:`NaLaState` (fixed size: H x 2D x Dv per row, whatever the context length).
+- recurrent kinds (``"nala"``, ``"nala_cosine"``, ``"relu_linear"``, ``"elu_linear"``, ``"focused"``,
+  ``"polarity"``): causal O(N) attention whose cache is a fixed-size (kv, k_sum, count) state per row
+  (:class:`NaLaState`; NaLa rotates the numerator's features by the rotary tables).
 - ``"softmax"``: softmax attention with rotary q and k through SDPA; its cache is the usual growing
   key/value store (for hybrid models).
 
@@ -20,20 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import NaLaState, apply_rotary, nala_attention, nala_decode_step
+from ..ops import NaLaParams, NaLaState, apply_rotary
 from .causal_conv import ShortConv
 from .causal_layout import TokenLayout
+from .kinds import KINDS, check_kind, create_core
 from .lm_norm import RMSNorm
 
 __all__ = ["CausalAttentionState", "CausalAttention", "ATTENTION_KINDS"]
 
-ATTENTION_KINDS = ("nala", "softmax")
+ATTENTION_KINDS = tuple(KINDS)
 
 
 class CausalAttentionState(NamedTuple):
     """What one attention layer carries between calls, one row per sequence.
 
-    nala:      NaLa layers: the op's un-normalised prefix sums (fixed size).
+    nala:      recurrent kinds (NaLa, linear, focused, polarity): un-normalised prefix sums (fixed size).
     keys:      softmax layers: (B, P, H, D) rotated keys seen so far (grows with context).
     values:    softmax layers: (B, P, H, Dv).
     key_valid: softmax layers: (B, P) bool, False for padded positions.
@@ -73,8 +75,9 @@ class CausalAttention(nn.Module):
 
     Args:
         hidden_size, num_heads: C and H (head dim D = C / H unless ``head_dim`` is given).
-        kind: ``"nala"`` or ``"softmax"``.
-        inhibit, lam, tau, alpha, eps, norm_eps: NaLa hyper-parameters (see ``nala_attention``).
+        kind: a registry key (``nalaformer.layers.KINDS``): ``"nala"``, ``"softmax"``, ``"focused"``, ...
+        params: NaLa hyper-parameters as one :class:`NaLaParams` (else built from inhibit, lam, tau,
+            alpha, eps, norm_eps; see ``nala_attention``); used by the NaLa kinds.
         rope_theta: rotary base. short_conv_size: kernel of the causal conv on v (0 = off).
         rms_norm_eps: eps of the per-head output norm. backend: the op's backend.
     """
@@ -82,10 +85,10 @@ class CausalAttention(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, *, kind: str = "nala", head_dim: int | None = None,
                  inhibit: str = "relu", lam: float = 3.0, tau: float = 0.5, alpha: float = 20.0, eps: float = 1e-6,
                  norm_eps: float = 1e-6, rope_theta: float = 10000.0, short_conv_size: int = 0,
-                 rms_norm_eps: float = 1e-6, bias: bool = False, backend: str = "auto"):
+                 rms_norm_eps: float = 1e-6, bias: bool = False, backend: str = "auto",
+                 params: NaLaParams | None = None):
         super().__init__()
-        if kind not in ATTENTION_KINDS:
-            raise ValueError(f"kind: expected one of {ATTENTION_KINDS}, got {kind!r}")
+        check_kind(kind, "kind")
         self.kind, self.num_heads = kind, num_heads
         self.head_dim = head_dim or hidden_size // num_heads
         if self.head_dim * num_heads != hidden_size and head_dim is None:
@@ -93,7 +96,8 @@ class CausalAttention(nn.Module):
         if self.head_dim % 2:
             raise ValueError(f"head_dim: rotary positions need an even head dim, got {self.head_dim}")
         inner = num_heads * self.head_dim
-        self.nala_kwargs = dict(inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps, norm_eps=norm_eps)
+        self.params = params if params is not None else NaLaParams(inhibit, lam, tau, alpha, eps, norm_eps)
+        self.core = create_core(kind, num_heads, self.head_dim, params=self.params)
         self.rope_theta, self.backend = rope_theta, backend
         self.q_proj = nn.Linear(hidden_size, inner, bias=bias)
         self.k_proj = nn.Linear(hidden_size, inner, bias=bias)
@@ -110,7 +114,7 @@ class CausalAttention(nn.Module):
         q, k, v, g = (proj(x) for proj in (self.q_proj, self.k_proj, self.v_proj, self.g_proj))
         v, conv_state = self._conv(v, layout, state, use_cache)
         q, k, v = q.view(heads), k.view(heads), v.view(heads)
-        mixer = self._nala if self.kind == "nala" else self._softmax
+        mixer = self._softmax if self.kind == "softmax" else self._recurrent
         o, new_state = mixer(q, k, v, layout, state, use_cache)
         o = self.o_norm(o).flatten(2) * F.silu(g)
         if new_state is not None and conv_state is not None:
@@ -142,41 +146,41 @@ class CausalAttention(nn.Module):
         y, tail = self.short_conv(v.reshape(b * n, c), cu, prev, want_state=use_cache)
         return y.view(b, n, c), tail
 
-    def _nala(self, q, k, v, layout: TokenLayout, state, use_cache):
+    def _rope(self, layout: TokenLayout, view: str):
+        """Rotary tables for kinds that use them (NaLa), else None."""
+        return layout.rope(self.head_dim, self.rope_theta, view=view) if self.core.uses_rope else None
+
+    def _recurrent(self, q, k, v, layout: TokenLayout, state, use_cache):
         prev = None if state is None else state.nala
         if layout.length == 1:  # decoding: O(D*Dv) per token, per-row positions
-            rope = layout.rope(self.head_dim, self.rope_theta, view="last")
-            o, new = nala_decode_step(q[:, 0], k[:, 0], v[:, 0], prev, rope=rope, **self.nala_kwargs)
+            o, new = self.core.step(q[:, 0], k[:, 0], v[:, 0], prev, rope=self._rope(layout, "last"))
             if layout.valid is not None:  # a padded token changes nothing
                 keep = layout.valid[:, 0]
-                old = prev if prev is not None else NaLaState.zeros(q.shape[0], q.shape[2], q.shape[3], v.shape[3],
-                                                                    dtype=new.kv.dtype, device=q.device)
+                old = prev if prev is not None else NaLaState(*(torch.zeros_like(t) for t in new))
                 new = NaLaState(*(_where_rows(keep, n, o_) for n, o_ in zip(new, old)))
                 o = o * keep[:, None, None]
             return o[:, None], CausalAttentionState(nala=new) if use_cache else None
         if not layout.packed:
-            rope = layout.rope(self.head_dim, self.rope_theta, view="shared")
-            out = nala_attention(q, k, v, causal=True, rope=rope, initial_state=prev, output_final_state=use_cache,
-                                 backend=self.backend, **self.nala_kwargs)
+            out = self.core(q, k, v, causal=True, rope=self._rope(layout, "shared"), initial_state=prev,
+                            output_final_state=use_cache, backend=self.backend)
             o, new = out if use_cache else (out, None)
             return o, CausalAttentionState(nala=new) if use_cache else None
-        return self._nala_packed(q, k, v, layout, prev, use_cache)
+        return self._recurrent_packed(q, k, v, layout, prev, use_cache)
 
-    def _nala_packed(self, q, k, v, layout: TokenLayout, prev: NaLaState | None, use_cache: bool):
+    def _recurrent_packed(self, q, k, v, layout: TokenLayout, prev: NaLaState | None, use_cache: bool):
         """Only real tokens, one segment per sequence; cached rows continue from their state."""
         keep_state = use_cache and layout.rows_are_sequences
         if layout.token_index.numel() == 0:
             return torch.zeros_like(v), CausalAttentionState(nala=prev) if keep_state else None
         init = None if prev is None or layout.seq_row is None else prev.index_select(layout.seq_row)
-        rope = layout.rope(self.head_dim, self.rope_theta, view="packed")
-        out = nala_attention(layout.pack(q), layout.pack(k), layout.pack(v), causal=True, rope=rope,
-                             cu_seqlens=layout.cu_seqlens, max_seqlen=layout.max_seqlen, initial_state=init,
-                             output_final_state=keep_state, backend=self.backend, **self.nala_kwargs)
+        out = self.core(layout.pack(q), layout.pack(k), layout.pack(v), causal=True, rope=self._rope(layout, "packed"),
+                        cu_seqlens=layout.cu_seqlens, max_seqlen=layout.max_seqlen, initial_state=init,
+                        output_final_state=keep_state, backend=self.backend)
         o, final = out if keep_state else (out, None)
         if not keep_state:
             return layout.unpack(o), None
-        base = prev if prev is not None else NaLaState.zeros(layout.batch, self.num_heads, self.head_dim,
-                                                             v.shape[-1], dtype=final.kv.dtype, device=v.device)
+        base = prev if prev is not None else NaLaState(
+            *(t.new_zeros((layout.batch, *t.shape[1:])) for t in final))
         new = NaLaState(*(_scatter_rows(a, layout.seq_row, f) for a, f in zip(base, final)))
         return layout.unpack(o), CausalAttentionState(nala=new)
 

@@ -7,6 +7,7 @@ import warnings
 
 import torch
 
+from .params import NaLaParams
 from .reference import nala_attention_reference
 from .state import NaLaState
 from .torch_impl import nala_attention_torch, nala_decode_step_torch
@@ -51,6 +52,22 @@ def _resolve_backend(backend: str, q: torch.Tensor, v: torch.Tensor | None = Non
     return "torch"
 
 
+_DEFAULTS = NaLaParams()
+
+
+def _as_params(params, inhibit, lam, tau, alpha, eps, norm_eps) -> NaLaParams:
+    """The call's :class:`NaLaParams`: ``params`` as given, or built (and so validated) from the keywords."""
+    given = (inhibit, lam, tau, alpha, eps, norm_eps)
+    if params is None:
+        return NaLaParams(*given)
+    if not isinstance(params, NaLaParams):
+        raise TypeError(f"params: expected a NaLaParams, got {type(params).__name__}")
+    if given != tuple(_DEFAULTS.kernel_kwargs().values()):
+        raise ValueError("params: give either a NaLaParams or the keywords inhibit, lam, tau, alpha, eps, "
+                         "norm_eps, not both")
+    return params
+
+
 def _triton_attention(*args, **kwargs):
     from .triton import nala_attention_triton
 
@@ -75,6 +92,7 @@ def nala_attention(
     cu_seqlens: torch.Tensor | None = None,
     max_seqlen: int | None = None,
     backend: str = "auto",
+    params: NaLaParams | None = None,
 ):
     """Norm-aware linear attention (NaLa), non-causal or causal.
 
@@ -95,21 +113,22 @@ def nala_attention(
             ``max_seqlen`` exact or larger. Without it the offsets are read and checked.
         backend: ``"auto"`` (fused Triton kernels for CUDA tensors they take, else PyTorch), ``"triton"``,
             ``"torch"`` (memory-lean PyTorch), ``"reference"`` (readable, small inputs).
+        params: a :class:`NaLaParams` in place of the six keywords inhibit .. norm_eps (what the library's
+            layers pass; give one or the other).
 
     Returns:
         o (B, N, H, Dv) in the input dtype, or ``(o, NaLaState)`` with ``output_final_state=True``.
         The maps and sums run in float32 (float64 for float64 input).
     """
-    validate_nala_inputs(q, k, v, causal=causal, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha,
-                         eps=eps, norm_eps=norm_eps, initial_state=initial_state,
+    params = _as_params(params, inhibit, lam, tau, alpha, eps, norm_eps)
+    validate_nala_inputs(q, k, v, causal=causal, rope=rope, **params.kernel_kwargs(), initial_state=initial_state,
                          output_final_state=output_final_state, cu_seqlens=cu_seqlens, backend=backend,
                          max_seqlen=max_seqlen)
     chosen = _resolve_backend(backend, q, v, rope)
     impl = {"torch": nala_attention_torch, "reference": nala_attention_reference, "triton": _triton_attention}[chosen]
     hint = {"max_seqlen": max_seqlen} if chosen == "triton" else {}  # the PyTorch paths read the offsets anyway
-    return impl(q, k, v, causal=causal, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps,
-                norm_eps=norm_eps, initial_state=as_state(initial_state), output_final_state=output_final_state,
-                cu_seqlens=cu_seqlens, **hint)
+    return impl(q, k, v, causal=causal, rope=rope, **params.kernel_kwargs(), initial_state=as_state(initial_state),
+                output_final_state=output_final_state, cu_seqlens=cu_seqlens, **hint)
 
 
 def nala_decode_step(
@@ -125,19 +144,20 @@ def nala_decode_step(
     alpha: float = 20.0,
     eps: float = 1e-6,
     norm_eps: float = 1e-6,
+    params: NaLaParams | None = None,
 ) -> tuple[torch.Tensor, NaLaState]:
     """Advance causal NaLa by one token per sequence in O(D*Dv).
 
     q, k: (B, H, D); v: (B, H, Dv); state from a previous call or ``nala_attention(...,
     output_final_state=True)`` (None = empty); rope: this position's ``(sin, cos)``, each (D,) or (B, D).
+    params: a :class:`NaLaParams` in place of the six keywords.
     Returns ``(o (B, H, Dv), new_state)``; equal to ``nala_attention(causal=True)`` on the whole prefix.
     """
-    validate_decode_inputs(q, k, v, state, rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps,
-                           norm_eps=norm_eps)
+    params = _as_params(params, inhibit, lam, tau, alpha, eps, norm_eps)
+    validate_decode_inputs(q, k, v, state, rope=rope, **params.kernel_kwargs())
     impl = nala_decode_step_torch
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (q, k, v, *(() if state is None else state[:2])))
     if q.device.type == "cuda" and not needs_grad and _resolve_backend("auto", q, v, rope) == "triton":
         from .triton import nala_decode_step_triton as impl  # one launch instead of ~25 small kernels
-    return impl(q, k, v, as_state(state), rope=rope, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, eps=eps,
-                norm_eps=norm_eps)
+    return impl(q, k, v, as_state(state), rope=rope, **params.kernel_kwargs())

@@ -14,7 +14,7 @@ from .feature_maps import compute_dtype, nala_feature_maps
 from .rope import apply_rotary
 from .state import NaLaState
 
-__all__ = ["nala_attention_reference", "rotate_features", "segments"]
+__all__ = ["nala_attention_reference", "rotate_features", "segments", "over_segments"]
 
 
 def rotate_features(phi: torch.Tensor, rope) -> torch.Tensor:
@@ -32,6 +32,21 @@ def segments(batch: int, length: int, cu_seqlens) -> list[tuple[int, int, int]]:
         return [(b, 0, length) for b in range(batch)]
     offsets = cu_seqlens.tolist()
     return [(0, s, e) for s, e in zip(offsets, offsets[1:])]
+
+
+def over_segments(run, batch: int, length: int, cu_seqlens, initial_state, causal: bool):
+    """Run ``run(token_slice, row_slice, state) -> (o (B, H, L, .), final)`` on the whole batch, or on each
+    packed sequence of ``cu_seqlens`` with its own state row; outputs joined along the tokens (dim 2)."""
+    if cu_seqlens is None:
+        return run(slice(None), slice(None), initial_state)
+    outs, finals = [], []
+    for idx, (_, s, e) in enumerate(segments(batch, length, cu_seqlens)):
+        seg_state = NaLaState(*(t[idx:idx + 1] for t in initial_state)) if causal else None
+        o_seg, f_seg = run(slice(s, e), slice(0, 1), seg_state)
+        outs.append(o_seg)
+        finals.append(f_seg)
+    final = NaLaState(*(torch.cat(parts) for parts in zip(*finals))) if causal else None
+    return torch.cat(outs, dim=2), final
 
 
 def _sequence(phq, phk, rq, rk, v, *, causal, eps, state):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .autocast import outside_autocast
 from .feature_maps import compute_dtype, nala_feature_maps
-from .reference import rotate_features, segments
+from .reference import over_segments, rotate_features
 from .state import NaLaState
 
 __all__ = ["nala_attention_torch", "nala_decode_step_torch"]
@@ -85,17 +85,7 @@ def nala_attention_torch(
         args = (phq[rows, :, sl], phk[rows, :, sl], rq[rows, :, sl], rk[rows, :, sl], vf[rows, :, sl], eps)
         return _causal(*args, state, chunk_size) if causal else (_noncausal(*args), None)
 
-    if cu_seqlens is None:
-        o, final = run(slice(None), slice(None), initial_state)
-    else:  # packed sequences: each segment on its own
-        outs, finals = [], []
-        for idx, (_, s, e) in enumerate(segments(batch, length, cu_seqlens)):
-            seg_state = None if not causal else NaLaState(*(t[idx:idx + 1] for t in initial_state))
-            o_seg, f_seg = run(slice(s, e), slice(0, 1), seg_state)
-            outs.append(o_seg)
-            finals.append(f_seg)
-        o = torch.cat(outs, dim=2)
-        final = NaLaState(*(torch.cat(parts) for parts in zip(*finals))) if causal else None
+    o, final = over_segments(run, batch, length, cu_seqlens, initial_state, causal)  # packed: each on its own
     o = o.transpose(1, 2).to(q.dtype)
     return (o, final) if output_final_state else o
 

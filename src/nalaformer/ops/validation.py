@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .feature_maps import INHIBIT_MODES
+from .params import NaLaParams
 from .state import NaLaState
 
 __all__ = ["NaLaProblem", "validate_nala_inputs", "validate_decode_inputs", "check_cu_seqlens", "BACKENDS"]
@@ -43,18 +43,7 @@ def _check_same(name: str, x: torch.Tensor, ref: torch.Tensor) -> None:
 
 
 def _check_hyper(inhibit: str, lam: float, tau: float, alpha: float, eps: float, norm_eps: float) -> None:
-    if inhibit not in INHIBIT_MODES:
-        raise ValueError(f"inhibit: expected one of {INHIBIT_MODES}, got {inhibit!r}")
-    if not lam > 0:
-        raise ValueError(f"lam: expected a positive power, got {lam}")
-    if not tau >= 0:
-        raise ValueError(f"tau: expected tau >= 0, got {tau}")
-    if not alpha > 0:
-        raise ValueError(f"alpha: expected a positive sharpness, got {alpha}")
-    if not eps > 0:
-        raise ValueError(f"eps: expected a positive denominator epsilon, got {eps}")
-    if not norm_eps > 0:
-        raise ValueError(f"norm_eps: expected a positive norm floor, got {norm_eps}")
+    NaLaParams(inhibit, lam, tau, alpha, eps, norm_eps)  # the checks live with the parameters object
 
 
 def _check_rope(rope, rows: tuple[int, ...], head_dim: int, q: torch.Tensor, what: str) -> None:
@@ -94,6 +83,9 @@ def _check_state(state, num_seqs: int, heads: int, head_dim: int, value_dim: int
         raise TypeError(f"{arg}: expected floating-point kv and k_sum")
     if count.is_floating_point() or count.is_complex():
         raise TypeError(f"{arg}.count: expected an integer tensor, got {count.dtype}")
+    # a data check: on CPU tensors only (elsewhere it would cost a device sync per call), not while tracing
+    if count.device.type == "cpu" and not torch.compiler.is_compiling() and bool((count < 0).any()):
+        raise ValueError(f"{arg}.count: expected token counts >= 0, got {count.min().item()}")
 
 
 def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor, max_seqlen: int | None = None) -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from ...layers.kinds import check_kind
+from ...ops import NaLaParams
+
 __all__ = ["NaLaConfig", "PRESETS", "preset_config"]
 
 
@@ -14,6 +17,10 @@ class NaLaConfig(PretrainedConfig):
     num_attention_heads, head_dim (default hidden_size / heads), rms_norm_eps, rope_theta,
     max_position_embeddings (informational: NaLa has no length limit), initializer_range,
     tie_word_embeddings, use_cache, bos/eos/pad_token_id.
+
+    attn_type: the attention kind of every layer not listed in softmax_layers, a key of
+    ``nalaformer.layers.KINDS`` ("nala" default; "nala_cosine", "relu_linear", "elu_linear", "focused",
+    "polarity", "softmax").
 
     NaLa keywords: inhibit ("relu" | "cosine"), lam, tau, alpha, nala_eps (denominator),
     nala_norm_eps (norm floor), softmax_layers (indices of layers using softmax attention through
@@ -47,6 +54,7 @@ class NaLaConfig(PretrainedConfig):
         softmax_layers: list[int] | tuple[int, ...] = (),
         short_conv_size: int = 0,
         attn_backend: str = "auto",
+        attn_type: str = "nala",
         bos_token_id: int | None = None,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
@@ -69,6 +77,7 @@ class NaLaConfig(PretrainedConfig):
         self.softmax_layers = sorted(int(i) for i in softmax_layers)
         self.short_conv_size = short_conv_size
         self.attn_backend = attn_backend
+        self.attn_type = attn_type
         self._validate()
         super().__init__(tie_word_embeddings=tie_word_embeddings, bos_token_id=bos_token_id,
                          eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
@@ -82,8 +91,8 @@ class NaLaConfig(PretrainedConfig):
                              f"must make hidden_size {self.hidden_size}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim: rotary positions need an even head dim, got {self.head_dim}")
-        if self.inhibit not in ("relu", "cosine"):
-            raise ValueError(f"inhibit: expected 'relu' or 'cosine', got {self.inhibit!r}")
+        self.nala_params()  # NaLa's hyper-parameters are checked where they live
+        check_kind(self.attn_type, "attn_type")
         bad = [i for i in self.softmax_layers if not 0 <= i < self.num_hidden_layers]
         if bad:
             raise ValueError(f"softmax_layers: indices {bad} are outside 0..{self.num_hidden_layers - 1}")
@@ -91,8 +100,13 @@ class NaLaConfig(PretrainedConfig):
             raise ValueError(f"short_conv_size: expected 0 (off) or >= 2, got {self.short_conv_size}")
 
     def attention_kind(self, layer_idx: int) -> str:
-        """``"softmax"`` for the hybrid layers listed in ``softmax_layers``, else ``"nala"``."""
-        return "softmax" if layer_idx in self.softmax_layers else "nala"
+        """``"softmax"`` for the hybrid layers listed in ``softmax_layers``, else ``attn_type``."""
+        return "softmax" if layer_idx in self.softmax_layers else self.attn_type
+
+    def nala_params(self) -> NaLaParams:
+        """The NaLa hyper-parameters as one validated :class:`NaLaParams`."""
+        return NaLaParams(inhibit=self.inhibit, lam=self.lam, tau=self.tau, alpha=self.alpha, eps=self.nala_eps,
+                          norm_eps=self.nala_norm_eps)
 
 
 # Model sizes. "340m" follows the usual 340M linear-attention LM setting (24 x 1024, Llama-2 vocabulary

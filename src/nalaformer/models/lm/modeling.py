@@ -22,6 +22,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from ...layers.causal_attention import CausalAttention
 from ...layers.causal_conv import ShortConv
 from ...layers.causal_layout import TokenLayout, build_layout
+from ...layers.kinds import AttentionCore
 from ...layers.lm_block import CausalDecoderBlock
 from ...layers.lm_norm import RMSNorm
 from .cache import NaLaCache
@@ -78,6 +79,9 @@ class NaLaPreTrainedModel(PreTrainedModel):
             hf_init.copy_(module.weight, identity)
         elif isinstance(module, RMSNorm):
             hf_init.ones_(module.weight)
+        elif isinstance(module, AttentionCore):  # learned per-channel values of some kinds start at zero
+            for param in module.parameters(recurse=False):
+                hf_init.zeros_(param)
         else:
             super()._init_weights(module)
 
@@ -98,8 +102,7 @@ class NaLaModel(NaLaPreTrainedModel):
     def _block(config: NaLaConfig, idx: int) -> CausalDecoderBlock:
         attention = CausalAttention(
             config.hidden_size, config.num_attention_heads, kind=config.attention_kind(idx), head_dim=config.head_dim,
-            inhibit=config.inhibit, lam=config.lam, tau=config.tau, alpha=config.alpha, eps=config.nala_eps,
-            norm_eps=config.nala_norm_eps, rope_theta=config.rope_theta, short_conv_size=config.short_conv_size,
+            params=config.nala_params(), rope_theta=config.rope_theta, short_conv_size=config.short_conv_size,
             rms_norm_eps=config.rms_norm_eps, backend=config.attn_backend)
         return CausalDecoderBlock(config.hidden_size, config.intermediate_size, config.rms_norm_eps, attention)
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from ...layers import NaLaBlock, NaLaClassifierHead, NaLaStem, create_downsample
 from ...layers.attention2d import ATTENTION_TYPES
+from ...layers.kinds import AttentionCore, check_kind
 
 __all__ = ["NaLaFormer", "NaLaStage", "checkpoint_filter_fn"]
 
@@ -116,7 +117,8 @@ class NaLaFormer(nn.Module):
             through ``timm.create_model``, which drops None kwargs, pass 0).
         layer_scale_init_values: LayerScale start value per stage (or one value); None or False = no
             LayerScale, per stage or everywhere (through ``timm.create_model`` pass False).
-        attn_types: per stage ``'nala'`` or ``'softmax'``.
+        attn_types: the attention kind of every stage (one name) or per stage (four names): any key of
+            ``nalaformer.layers.KINDS`` (softmax, relu_linear, elu_linear, focused, polarity, nala, nala_cosine).
         inhibit: NaLa's non-negativity map, ``'relu'`` (released) or ``'cosine'``.
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic-depth rate of the last block, increasing linearly from 0 at the first.
@@ -152,8 +154,7 @@ class NaLaFormer(nn.Module):
                                lambda v: None if v is None or v is False else float(v))
         attn_types = _per_stage("attn_types", attn_types, str)
         for attn_type in attn_types:
-            if attn_type not in ATTENTION_TYPES:
-                raise ValueError(f"attn_types: expected 'nala' or 'softmax' per stage, got {attn_type!r}")
+            check_kind(attn_type, "attn_types")
         if in_chans < 1:
             raise ValueError(f"in_chans: expected at least one input channel, got {in_chans}")
         if not 0.0 <= drop_path_rate < 1.0:
@@ -197,6 +198,8 @@ class NaLaFormer(nn.Module):
             module.reset_parameters()
         elif isinstance(module, nn.BatchNorm2d):
             module.reset_parameters()  # also resets the running statistics
+        elif isinstance(module, AttentionCore):
+            module.reset_parameters()  # learned per-channel values of some kinds (focused, polarity)
 
     @torch.no_grad()
     def init_weights(self) -> None:
