@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-__all__ = ["NaLaConfig", "PRESETS", "preset_config"]
+__all__ = ["NaLaConfig", "PRESETS", "preset_config", "LAYER_TYPES"]
+
+# attention kind of a layer -> its name in transformers' ``config.layer_types`` (recurrent layers are
+# "linear_attention" there, as for Mamba / gated delta net layers)
+LAYER_TYPES = {"nala": "linear_attention", "softmax": "full_attention"}
 
 
 class NaLaConfig(PretrainedConfig):
@@ -17,7 +21,9 @@ class NaLaConfig(PretrainedConfig):
 
     NaLa keywords: inhibit ("relu" | "cosine"), lam, tau, alpha, nala_eps (denominator),
     nala_norm_eps (norm floor), softmax_layers (indices of layers using softmax attention through
-    SDPA, for hybrids), short_conv_size (kernel of a causal depthwise conv on v, 0 = off),
+    SDPA, for hybrids), layer_types (the same choice in transformers' per-layer form: ``"linear_attention"``
+    for NaLa layers, ``"full_attention"`` for softmax ones; derived from softmax_layers when not given,
+    and it defines them when given), short_conv_size (kernel of a causal depthwise conv on v, 0 = off),
     attn_backend (the op's backend: "auto", "torch", "reference", "triton").
     """
 
@@ -45,6 +51,7 @@ class NaLaConfig(PretrainedConfig):
         nala_eps: float = 1e-6,
         nala_norm_eps: float = 1e-6,
         softmax_layers: list[int] | tuple[int, ...] = (),
+        layer_types: list[str] | tuple[str, ...] | None = None,
         short_conv_size: int = 0,
         attn_backend: str = "auto",
         bos_token_id: int | None = None,
@@ -67,6 +74,7 @@ class NaLaConfig(PretrainedConfig):
         self.lam, self.tau, self.alpha = lam, tau, alpha
         self.nala_eps, self.nala_norm_eps = nala_eps, nala_norm_eps
         self.softmax_layers = sorted(int(i) for i in softmax_layers)
+        self.layer_types = self._layer_types(layer_types)
         self.short_conv_size = short_conv_size
         self.attn_backend = attn_backend
         self._validate()
@@ -89,6 +97,22 @@ class NaLaConfig(PretrainedConfig):
             raise ValueError(f"softmax_layers: indices {bad} are outside 0..{self.num_hidden_layers - 1}")
         if self.short_conv_size == 1 or self.short_conv_size < 0:
             raise ValueError(f"short_conv_size: expected 0 (off) or >= 2, got {self.short_conv_size}")
+
+    def _layer_types(self, layer_types) -> list[str]:
+        """Per-layer types from ``layer_types`` (which then sets softmax_layers) or from softmax_layers."""
+        if layer_types is None:
+            return [LAYER_TYPES[self.attention_kind(i)] for i in range(self.num_hidden_layers)]
+        layer_types = list(layer_types)
+        allowed = sorted(LAYER_TYPES.values())
+        if len(layer_types) != self.num_hidden_layers or any(t not in allowed for t in layer_types):
+            raise ValueError(f"layer_types: expected {self.num_hidden_layers} entries (num_hidden_layers) from "
+                             f"{allowed}, got {layer_types}")
+        softmax = [i for i, t in enumerate(layer_types) if t == LAYER_TYPES["softmax"]]
+        if self.softmax_layers and self.softmax_layers != softmax:
+            raise ValueError(f"layer_types: {layer_types} disagrees with softmax_layers={self.softmax_layers}; "
+                             "give one of them")
+        self.softmax_layers = softmax
+        return layer_types
 
     def attention_kind(self, layer_idx: int) -> str:
         """``"softmax"`` for the hybrid layers listed in ``softmax_layers``, else ``"nala"``."""
