@@ -188,6 +188,41 @@ def test_huge_norms_are_finite(dtype, causal):
     assert rel_err(o, o64) <= (1e-5 if dtype == torch.float32 else 1e-2)
 
 
+def assert_nan_pattern(causal: bool, inhibit: str, lam: float, backend: str) -> None:
+    """A NaN in query i or key j gives NaN exactly where softmax attention's output has it: row i, or every
+    row that attends to j (all rows, or rows >= j when causal); every other row stays finite."""
+    torch.manual_seed(0)
+    n, j = 9, 4
+    attends = torch.arange(n) >= j if causal else torch.ones(n, dtype=torch.bool)
+    for which, rows in (("q", torch.arange(n) == j), ("k", attends)):
+        q, k, v = (torch.randn(1, n, 2, 16) for _ in range(3))
+        {"q": q, "k": k}[which][0, j, 1, 3] = float("nan")
+        o = nf.nala_attention(q, k, v, causal=causal, inhibit=inhibit, lam=lam, backend=backend)
+        scores = torch.einsum("bihd,bjhd->bhij", q, k).masked_fill(causal & ~torch.ones(n, n).tril().bool(),
+                                                                      -torch.inf)
+        softmax = torch.einsum("bhij,bjhd->bihd", scores.softmax(-1), v)  # SDPA's math (its CPU kernel hides NaN)
+        for out in (o, softmax):
+            assert torch.equal(out.isnan()[0, :, 1].all(-1), rows), (which, out.isnan()[0, :, 1].any(-1))
+            assert torch.isfinite(out[0, :, 0]).all() and torch.isfinite(out[0, ~rows]).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("inhibit", MODES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lam", [3.0, 2.5])
+def test_nan_propagates_like_softmax_attention(causal, inhibit, lam, backend):
+    assert_nan_pattern(causal, inhibit, lam, backend)
+
+
+@pytest.mark.parametrize("inhibit", MODES)
+def test_decode_step_propagates_nan(inhibit):
+    q, k, v = (torch.randn(2, 2, 8) for _ in range(3))
+    q[0, 1, 2] = k[1, 0, 5] = float("nan")
+    o, state = nf.nala_decode_step(q, k, v, inhibit=inhibit)
+    assert o[0, 1].isnan().all() and o[1, 0].isnan().all()
+    assert torch.isfinite(o[0, 0]).all() and torch.isfinite(o[1, 1]).all() and state.k_sum[1, 0].isnan().any()
+
+
 def test_n_equals_one_non_causal_is_value_weighted():
     q, k, v = make_inputs(2, 1, 3, 8, seed=19)
     o = nf.nala_attention(q, k, v)

@@ -212,6 +212,29 @@ def test_max_seqlen_hint_reads_no_offsets_back(monkeypatch, causal):
 
 
 @pytest.mark.parametrize("causal", [False, True])
+def test_unchecked_offsets_stay_in_range(causal):
+    """With max_seqlen the offsets of device tensors are not read back: the kernels clamp each sequence to
+    [0, N], so bad offsets reach no memory out of range (under the interpreter they corrupted the heap)."""
+    from nalaformer.ops.triton import nala_attention_triton  # the kernels without the op's host checks
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 30, 2, 16) for _ in range(3))
+    want = nala_attention_triton(q, k, v, causal=causal, cu_seqlens=torch.tensor([0, 5, 30]), max_seqlen=25)
+    for bad in ([0, 5, 4000], [-3000, 5, 30]):
+        got = nala_attention_triton(q, k, v, causal=causal, cu_seqlens=torch.tensor(bad), max_seqlen=30)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("inhibit", ["relu", "cosine"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lam", [3.0, 2.5])
+def test_nan_propagates_like_softmax_attention(causal, inhibit, lam):
+    from tests.ops.test_nala_attention import assert_nan_pattern
+
+    assert_nan_pattern(causal, inhibit, lam, backend="triton")
+
+
+@pytest.mark.parametrize("causal", [False, True])
 def test_zero_rows_and_other_powers(causal):
     check(causal=causal, zero_rows=True, lam=2.5, tau=0.3, inhibit="cosine" if causal else "relu")
 

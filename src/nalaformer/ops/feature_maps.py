@@ -28,9 +28,9 @@ def _direction(x: torch.Tensor, norm_eps: float) -> tuple[torch.Tensor, torch.Te
 
 def _power(x_abs: torch.Tensor, p) -> torch.Tensor:
     """|x|^p with 0 at x = 0 and a zero gradient there, for every p > 0 (for p < 1 the true derivative
-    at 0 is infinite and autograd's 0 * inf would turn into NaN)."""
-    nonzero = x_abs > 0
-    return torch.where(nonzero, torch.where(nonzero, x_abs, 1.0).pow(p), 0.0)
+    at 0 is infinite and autograd's 0 * inf would turn into NaN). NaN stays NaN."""
+    zero = x_abs == 0
+    return torch.where(zero, 0.0, torch.where(zero, 1.0, x_abs).pow(p))
 
 
 def _inhibit(x_dir: torch.Tensor, magnitude: torch.Tensor, inhibit: str, alpha: float) -> torch.Tensor:
@@ -48,9 +48,9 @@ def _inhibit(x_dir: torch.Tensor, magnitude: torch.Tensor, inhibit: str, alpha: 
     (opposite signs, cos(theta_q - theta_k) ~ 1e-5) stays accurate in float32 instead of drowning in
     rounding, and alpha -> infinity gives exactly the relu features.
     """
-    if inhibit == "relu":
+    if inhibit == "relu":  # written so that a NaN direction gives NaN in both halves (the magnitude is 0 at 0)
         zero = torch.zeros((), dtype=magnitude.dtype, device=magnitude.device)
-        return torch.cat([torch.where(x_dir > 0, magnitude, zero), torch.where(x_dir < 0, magnitude, zero)], dim=-1)
+        return torch.cat([torch.where(x_dir < 0, zero, magnitude), torch.where(x_dir > 0, zero, magnitude)], dim=-1)
     w = 2.0 * alpha * x_dir  # beta = pi/4 - pi/4 * tanh(alpha * x_dir) = pi/2 * sigmoid(-w)
     half_pi = math.pi / 2
     return torch.cat([magnitude * torch.sin(half_pi * torch.sigmoid(w)),
