@@ -10,7 +10,7 @@ import math
 
 import torch
 
-__all__ = ["INHIBIT_MODES", "compute_dtype", "query_feature_map", "key_feature_map", "nala_feature_maps"]
+__all__ = ["INHIBIT_MODES", "compute_dtype", "query_feature_map", "key_feature_map", "nala_feature_maps", "key_scale"]
 
 INHIBIT_MODES = ("relu", "cosine")
 
@@ -76,6 +76,21 @@ def key_feature_map(
     magnitude = _power(k.abs(), lam)
     direction = k if inhibit == "relu" else _direction(k, norm_eps)[1]  # relu only needs the sign
     return _inhibit(direction, magnitude, inhibit, alpha)
+
+
+def key_scale(k: torch.Tensor, lam: float) -> torch.Tensor:
+    """A power of two ``s`` (0-d, compute dtype) that keeps ``|s k|^lam`` far from overflow: ``s = 1`` while
+    max|k| < 2^(m / (2 lam)) (m = the dtype's largest exponent: 2^21 in float32 for lam = 3), else the
+    smallest power of two that brings max|k| under that bound. NaLa is scale free in k: scaling every key by
+    s scales numerator, denominator, state and (scaled alike) eps by s^lam, so the result is unchanged; s is
+    a power of two, so s k is exact. Non-finite keys are left out of the max (they give NaN, as they should).
+    Computed on the device: no sync."""
+    dt = compute_dtype(k.dtype)
+    kabs = k.detach().abs().to(dt)
+    amax = torch.where(torch.isfinite(kabs), kabs, 0).amax()
+    limit = math.floor(math.log2(torch.finfo(dt).max) / (2 * lam))
+    excess = (torch.log2(amax).ceil() - limit).clamp_min(0)  # log2(0) = -inf: no scaling
+    return torch.exp2(-excess)
 
 
 def nala_feature_maps(
