@@ -13,12 +13,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
-fi
-case "$PYTHON" in  # the run below changes directory: make a relative interpreter path absolute
-    */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
-esac
+source "$ROOT/tests/models/upstream_python.sh"
 CACHE="$ROOT/.cache/timm-src"
 TIMEOUT_S="${TIMM_UPSTREAM_TIMEOUT:-900}"
 

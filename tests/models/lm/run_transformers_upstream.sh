@@ -17,12 +17,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
-fi
-case "$PYTHON" in  # the run below changes directory: make a relative interpreter path absolute
-    */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
-esac
+source "$ROOT/tests/models/upstream_python.sh"
 TIMEOUT_S="${TRANSFORMERS_UPSTREAM_TIMEOUT:-900}"
 WORKERS="${TRANSFORMERS_UPSTREAM_WORKERS:-2}"
 
