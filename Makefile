@@ -42,11 +42,14 @@ fashion-data:
 run: $(VENV)/.installed-run fashion-data
 	$(VENV)/bin/nalaformer train --overwrite true
 
-# our suite, then timm's own tests/test_models.py on the nalaformer models (sdist fetched from PyPI once)
+# our suite, then timm's own tests/test_models.py on the nalaformer models (sdist fetched from PyPI once), then
+# transformers' common model tests on the NaLa LM (skipped with a message without a transformers tests tree:
+# TRANSFORMERS_TESTS_TGZ, or ../shared/third_party/transformers-tests-*.tgz)
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	PYTHON=$(abspath $(PY)) tests/models/run_timm_upstream.sh
+	PYTHON=$(abspath $(PY)) tests/models/lm/run_transformers_upstream.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache

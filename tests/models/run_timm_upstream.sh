@@ -14,12 +14,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
-fi
-case "$PYTHON" in  # the run below changes directory: make a relative interpreter path absolute
-    */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
-esac
+source "$ROOT/tests/models/upstream_python.sh"
 CACHE="$ROOT/.cache/timm-src"
 # attention kinds tested as test-only models nalaformer_xt_KIND (the kinds that add parameters and layers
 # to the frame; the others differ from nala/softmax only in the mixer's arithmetic, tested in tests/layers)

@@ -188,6 +188,69 @@ def test_huge_norms_are_finite(dtype, causal):
     assert rel_err(o, o64) <= (1e-5 if dtype == torch.float32 else 1e-2)
 
 
+@pytest.mark.parametrize("inhibit", MODES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("magnitude", [1e12, 1e20, 1e30])
+def test_huge_keys_are_exact(causal, inhibit, magnitude):
+    """|k|^3 overflows float32 from |k| ~ 7e12 (and its sums much earlier); NaLa is scale free in k, so the
+    torch path scales huge keys by a power of two and eps alike: forward and gradients stay exact."""
+    q, k, v = make_inputs(1, 37, 2, 8, seed=21)
+    check_fwd_bwd(q, k * magnitude, v, 1e-5, rope=rope_for(37, 8, torch.float32), causal=causal, inhibit=inhibit)
+
+
+def test_huge_keys_carry_the_state_exactly():
+    q, k, v = make_inputs(1, 20, 2, 8, seed=22)
+    k = k * 1e10  # the state itself (~1e31) still fits float32; the sums inside a chunk did not
+    o1, state = nf.nala_attention(q[:, :9], k[:, :9], v[:, :9], causal=True, output_final_state=True)
+    o2, final = nf.nala_attention(q[:, 9:], k[:, 9:], v[:, 9:], causal=True, initial_state=state,
+                                  output_final_state=True)
+    o64, final64 = nf.nala_attention_reference(q.double(), k.double(), v.double(), causal=True,
+                                               output_final_state=True)
+    assert rel_err(torch.cat([o1, o2], 1), o64) <= 1e-5
+    assert rel_err(final.kv, final64.kv) <= 1e-5 and rel_err(final.k_sum, final64.k_sum) <= 1e-5
+
+
+def test_ordinary_keys_are_not_rescaled():
+    assert nf.ops.feature_maps.key_scale(torch.full((3, 4), 2.0e6), 3.0).item() == 1.0
+    assert nf.ops.feature_maps.key_scale(torch.zeros(3, 4), 3.0).item() == 1.0
+    assert nf.ops.feature_maps.key_scale(torch.tensor([1e12, float("nan"), float("inf")]), 3.0).item() == 2.0 ** -19
+
+
+def assert_nan_pattern(causal: bool, inhibit: str, lam: float, backend: str) -> None:
+    """A NaN in query i or key j gives NaN exactly where softmax attention's output has it: row i, or every
+    row that attends to j (all rows, or rows >= j when causal); every other row stays finite."""
+    torch.manual_seed(0)
+    n, j = 9, 4
+    attends = torch.arange(n) >= j if causal else torch.ones(n, dtype=torch.bool)
+    for which, rows in (("q", torch.arange(n) == j), ("k", attends)):
+        q, k, v = (torch.randn(1, n, 2, 16) for _ in range(3))
+        {"q": q, "k": k}[which][0, j, 1, 3] = float("nan")
+        o = nf.nala_attention(q, k, v, causal=causal, inhibit=inhibit, lam=lam, backend=backend)
+        scores = torch.einsum("bihd,bjhd->bhij", q, k).masked_fill(causal & ~torch.ones(n, n).tril().bool(),
+                                                                      -torch.inf)
+        softmax = torch.einsum("bhij,bjhd->bihd", scores.softmax(-1), v)  # SDPA's math (its CPU kernel hides NaN)
+        for out in (o, softmax):
+            assert torch.equal(out.isnan()[0, :, 1].all(-1), rows), (which, out.isnan()[0, :, 1].any(-1))
+            assert torch.isfinite(out[0, :, 0]).all() and torch.isfinite(out[0, ~rows]).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("inhibit", MODES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lam", [3.0, 2.5])
+def test_nan_propagates_like_softmax_attention(causal, inhibit, lam, backend):
+    assert_nan_pattern(causal, inhibit, lam, backend)
+
+
+@pytest.mark.parametrize("inhibit", MODES)
+def test_decode_step_propagates_nan(inhibit):
+    q, k, v = (torch.randn(2, 2, 8) for _ in range(3))
+    q[0, 1, 2] = k[1, 0, 5] = float("nan")
+    o, state = nf.nala_decode_step(q, k, v, inhibit=inhibit)
+    assert o[0, 1].isnan().all() and o[1, 0].isnan().all()
+    assert torch.isfinite(o[0, 0]).all() and torch.isfinite(o[1, 1]).all() and state.k_sum[1, 0].isnan().any()
+
+
 def test_n_equals_one_non_causal_is_value_weighted():
     q, k, v = make_inputs(2, 1, 3, 8, seed=19)
     o = nf.nala_attention(q, k, v)

@@ -83,6 +83,11 @@ def test_max_seqlen_errors():
     expect(ValueError, r"max_seqlen: expected an int in \[0, N = 10\]", q, k, v, cu_seqlens=cu, max_seqlen=11)
     expect(ValueError, r"max_seqlen: expected an int", q, k, v, cu_seqlens=cu, max_seqlen=6.0)
     expect(ValueError, r"max_seqlen: expected an int", q, k, v, cu_seqlens=cu, max_seqlen=True)
+    # the offsets are checked with the hint too (on the host: no device sync), on every backend
+    for backend in ("torch", "reference", "triton"):
+        for bad, match in (([0, 6, 4, 10], "non-decreasing"), ([0, 4, 12], "from 0 to N = 10"),
+                           ([0, 8, 10], "max_seqlen: 6 is shorter than the longest sequence")):
+            expect(ValueError, match, q, k, v, cu_seqlens=torch.tensor(bad), max_seqlen=6, backend=backend)
     # the PyTorch paths read the offsets anyway: a hint changes nothing there
     torch.testing.assert_close(nf.nala_attention(q, k, v, cu_seqlens=cu, max_seqlen=6),
                                nf.nala_attention(q, k, v, cu_seqlens=cu))

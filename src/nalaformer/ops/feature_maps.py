@@ -10,7 +10,7 @@ import math
 
 import torch
 
-__all__ = ["INHIBIT_MODES", "compute_dtype", "query_feature_map", "key_feature_map", "nala_feature_maps"]
+__all__ = ["INHIBIT_MODES", "compute_dtype", "query_feature_map", "key_feature_map", "nala_feature_maps", "key_scale"]
 
 INHIBIT_MODES = ("relu", "cosine")
 
@@ -28,9 +28,9 @@ def _direction(x: torch.Tensor, norm_eps: float) -> tuple[torch.Tensor, torch.Te
 
 def _power(x_abs: torch.Tensor, p) -> torch.Tensor:
     """|x|^p with 0 at x = 0 and a zero gradient there, for every p > 0 (for p < 1 the true derivative
-    at 0 is infinite and autograd's 0 * inf would turn into NaN)."""
-    nonzero = x_abs > 0
-    return torch.where(nonzero, torch.where(nonzero, x_abs, 1.0).pow(p), 0.0)
+    at 0 is infinite and autograd's 0 * inf would turn into NaN). NaN stays NaN."""
+    zero = x_abs == 0
+    return torch.where(zero, 0.0, torch.where(zero, 1.0, x_abs).pow(p))
 
 
 def _inhibit(x_dir: torch.Tensor, magnitude: torch.Tensor, inhibit: str, alpha: float) -> torch.Tensor:
@@ -48,9 +48,9 @@ def _inhibit(x_dir: torch.Tensor, magnitude: torch.Tensor, inhibit: str, alpha: 
     (opposite signs, cos(theta_q - theta_k) ~ 1e-5) stays accurate in float32 instead of drowning in
     rounding, and alpha -> infinity gives exactly the relu features.
     """
-    if inhibit == "relu":
+    if inhibit == "relu":  # written so that a NaN direction gives NaN in both halves (the magnitude is 0 at 0)
         zero = torch.zeros((), dtype=magnitude.dtype, device=magnitude.device)
-        return torch.cat([torch.where(x_dir > 0, magnitude, zero), torch.where(x_dir < 0, magnitude, zero)], dim=-1)
+        return torch.cat([torch.where(x_dir < 0, zero, magnitude), torch.where(x_dir > 0, zero, magnitude)], dim=-1)
     w = 2.0 * alpha * x_dir  # beta = pi/4 - pi/4 * tanh(alpha * x_dir) = pi/2 * sigmoid(-w)
     half_pi = math.pi / 2
     return torch.cat([magnitude * torch.sin(half_pi * torch.sigmoid(w)),
@@ -76,6 +76,21 @@ def key_feature_map(
     magnitude = _power(k.abs(), lam)
     direction = k if inhibit == "relu" else _direction(k, norm_eps)[1]  # relu only needs the sign
     return _inhibit(direction, magnitude, inhibit, alpha)
+
+
+def key_scale(k: torch.Tensor, lam: float) -> torch.Tensor:
+    """A power of two ``s`` (0-d, compute dtype) that keeps ``|s k|^lam`` far from overflow: ``s = 1`` while
+    max|k| < 2^(m / (2 lam)) (m = the dtype's largest exponent: 2^21 in float32 for lam = 3), else the
+    smallest power of two that brings max|k| under that bound. NaLa is scale free in k: scaling every key by
+    s scales numerator, denominator, state and (scaled alike) eps by s^lam, so the result is unchanged; s is
+    a power of two, so s k is exact. Non-finite keys are left out of the max (they give NaN, as they should).
+    Computed on the device: no sync."""
+    dt = compute_dtype(k.dtype)
+    kabs = k.detach().abs().to(dt)
+    amax = torch.where(torch.isfinite(kabs), kabs, 0).amax()
+    limit = math.floor(math.log2(torch.finfo(dt).max) / (2 * lam))
+    excess = (torch.log2(amax).ceil() - limit).clamp_min(0)  # log2(0) = -inf: no scaling
+    return torch.exp2(-excess)
 
 
 def nala_feature_maps(

@@ -11,7 +11,7 @@ from .params import NaLaParams
 from .reference import nala_attention_reference
 from .state import NaLaState
 from .torch_impl import nala_attention_torch, nala_decode_step_torch
-from .validation import as_state, validate_decode_inputs, validate_nala_inputs
+from .validation import as_state, check_cu_seqlens, validate_decode_inputs, validate_nala_inputs
 
 __all__ = ["nala_attention", "nala_decode_step"]
 
@@ -107,10 +107,12 @@ def nala_attention(
         eps: denominator epsilon; norm_eps: floor of the query/key norm.
         initial_state, output_final_state: carry the causal state across calls (decoding, chunking).
         cu_seqlens: (S+1,) int32/int64 offsets of packed sequences (B must be 1); segments are independent.
-        max_seqlen: with ``cu_seqlens``, the length of the longest sequence (as flash-attn takes it). Given,
-            the offsets are used as they are, without reading them back to the host (no device sync per
-            call: compute it once per batch and pass it to every layer); they must then be valid and
-            ``max_seqlen`` exact or larger. Without it the offsets are read and checked.
+        max_seqlen: with ``cu_seqlens``, the length of the longest sequence (as flash-attn takes it), exact
+            or larger. Offsets on the host are always checked (no sync). Offsets on a GPU are read back and
+            checked without it; with it the fused kernels use them as they are (no device sync per call:
+            compute it once per batch and pass it to every layer), clamping each sequence to [0, N] so that
+            bad offsets give wrong rows, never an access out of range. The PyTorch paths read them anyway
+            and check them.
         backend: ``"auto"`` (fused Triton kernels for CUDA tensors they take, else PyTorch), ``"triton"``,
             ``"torch"`` (memory-lean PyTorch), ``"reference"`` (readable, small inputs).
         params: a :class:`NaLaParams` in place of the six keywords inhibit .. norm_eps (what the library's
@@ -125,6 +127,9 @@ def nala_attention(
                          output_final_state=output_final_state, cu_seqlens=cu_seqlens, backend=backend,
                          max_seqlen=max_seqlen)
     chosen = _resolve_backend(backend, q, v, rope)
+    if max_seqlen is not None and chosen != "triton" and cu_seqlens.device.type != "cpu":
+        # offsets on a device were not read back; these paths read them anyway, so check them all
+        check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1], q, max_seqlen, read_device_values=True)
     impl = {"torch": nala_attention_torch, "reference": nala_attention_reference, "triton": _triton_attention}[chosen]
     hint = {"max_seqlen": max_seqlen} if chosen == "triton" else {}  # the PyTorch paths read the offsets anyway
     return impl(q, k, v, causal=causal, rope=rope, **params.kernel_kwargs(), initial_state=as_state(initial_state),

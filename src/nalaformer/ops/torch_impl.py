@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .autocast import outside_autocast
-from .feature_maps import compute_dtype, nala_feature_maps
+from .feature_maps import compute_dtype, key_feature_map, key_scale, nala_feature_maps, query_feature_map
 from .reference import over_segments, rotate_features
 from .state import NaLaState
 
@@ -70,7 +70,13 @@ def nala_attention_torch(
     """Same contract as :func:`nala_attention_reference`; inputs are assumed validated."""
     dt = compute_dtype(q.dtype)
     batch, length, heads, head_dim = q.shape
-    phq, phk = nala_feature_maps(q, k, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, norm_eps=norm_eps)
+    # huge keys: scale them by a power of two s (1 for ordinary keys) and every key-side sum and eps by
+    # s^lam, which leaves the result exact (feature_maps.key_scale)
+    scale = key_scale(k, lam)
+    scale_pow = scale ** lam
+    eps = (eps * scale_pow).clamp_min(torch.finfo(dt).tiny)  # ordinary keys: eps itself
+    phq = query_feature_map(q, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, norm_eps=norm_eps)
+    phk = key_feature_map(k.to(dt) * scale, inhibit=inhibit, lam=lam, alpha=alpha, norm_eps=norm_eps * scale)
     rq, rk = rotate_features(phq, rope), rotate_features(phk, rope)
     vf = v.to(dt)
     # (B, N, H, .) -> (B, H, N, .) so the per-head products are batched matmuls
@@ -79,7 +85,8 @@ def nala_attention_torch(
         initial_state = NaLaState.zeros(batch if cu_seqlens is None else cu_seqlens.numel() - 1,
                                         heads, head_dim, v.shape[-1], dtype=dt, device=q.device)
     elif causal:
-        initial_state = NaLaState(initial_state.kv.to(dt), initial_state.k_sum.to(dt), initial_state.count)
+        initial_state = NaLaState(initial_state.kv.to(dt) * scale_pow, initial_state.k_sum.to(dt) * scale_pow,
+                                  initial_state.count)
 
     def run(sl: slice, rows: slice, state: NaLaState | None):
         args = (phq[rows, :, sl], phk[rows, :, sl], rq[rows, :, sl], rk[rows, :, sl], vf[rows, :, sl], eps)
@@ -87,7 +94,9 @@ def nala_attention_torch(
 
     o, final = over_segments(run, batch, length, cu_seqlens, initial_state, causal)  # packed: each on its own
     o = o.transpose(1, 2).to(q.dtype)
-    return (o, final) if output_final_state else o
+    if not output_final_state:
+        return o
+    return o, NaLaState(final.kv / scale_pow, final.k_sum / scale_pow, final.count)
 
 
 @outside_autocast

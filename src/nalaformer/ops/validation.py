@@ -88,10 +88,14 @@ def _check_state(state, num_seqs: int, heads: int, head_dim: int, value_dim: int
         raise ValueError(f"{arg}.count: expected token counts >= 0, got {count.min().item()}")
 
 
-def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor, max_seqlen: int | None = None) -> int:
-    """Packed-sequence offsets: type, shape, device, batch 1, values from 0 to N, non-decreasing. While
-    torch.compile traces, the values (data) are checked when the op runs instead. With ``max_seqlen`` the
-    values are trusted (not read back to the host: no device sync); only the hint itself is checked."""
+def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor, max_seqlen: int | None = None,
+                     read_device_values: bool = False) -> int:
+    """Packed-sequence offsets: type, shape, device, batch 1, values from 0 to N, non-decreasing, and with
+    ``max_seqlen`` no sequence longer than it. The values are data: they are read and checked when they sit on
+    the host (no device sync), or when no ``max_seqlen`` is given, or with ``read_device_values`` (a backend
+    that reads them anyway). With ``max_seqlen`` and offsets on a device they are not read back (no sync per
+    call); the Triton kernels then clamp every sequence to [0, N], so bad offsets cannot reach memory out of
+    range. While torch.compile traces, the values are checked when the op runs instead."""
     if not isinstance(cu_seqlens, torch.Tensor):
         raise TypeError(f"cu_seqlens: expected an int32/int64 tensor, got {type(cu_seqlens).__name__}")
     if cu_seqlens.dtype not in (torch.int32, torch.int64):
@@ -106,14 +110,22 @@ def check_cu_seqlens(cu_seqlens, batch: int, length: int, q: torch.Tensor, max_s
         if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int) or not 0 <= max_seqlen <= length:
             raise ValueError(f"max_seqlen: expected an int in [0, N = {length}] (the longest packed sequence), "
                              f"got {max_seqlen!r}")
-        return cu_seqlens.numel() - 1
     if torch.compiler.is_compiling():  # the values are data: checked in eager calls, not while tracing
         return cu_seqlens.numel() - 1
-    offsets = cu_seqlens.tolist()
+    if cu_seqlens.device.type == "cpu":
+        offsets = cu_seqlens.numpy().tolist()  # a host tensor: no sync, no copy
+    elif max_seqlen is None or read_device_values:
+        offsets = cu_seqlens.tolist()
+    else:
+        return cu_seqlens.numel() - 1
     if offsets[0] != 0 or offsets[-1] != length:
         raise ValueError(f"cu_seqlens: expected offsets from 0 to N = {length}, got {offsets[0]} .. {offsets[-1]}")
-    if any(b < a for a, b in zip(offsets, offsets[1:])):
+    lengths = [b - a for a, b in zip(offsets, offsets[1:])]
+    if min(lengths) < 0:
         raise ValueError("cu_seqlens: expected non-decreasing offsets")
+    if max_seqlen is not None and max(lengths) > max_seqlen:
+        raise ValueError(f"max_seqlen: {max_seqlen} is shorter than the longest sequence in cu_seqlens "
+                         f"({max(lengths)} tokens)")
     return len(offsets) - 1
 
 

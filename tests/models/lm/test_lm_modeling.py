@@ -151,6 +151,38 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
+@pytest.mark.parametrize("every", [1, 2])
+def test_activation_checkpointing_reaches_each_block(every):
+    """transformers' own switch checkpoints the blocks it picks: their MLPs run again in the backward pass."""
+    model = tiny_model("nala", num_hidden_layers=4).train()
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(every_n_layers=every)
+        disable = model.activation_checkpointing_disable
+    elif every > 1:  # older transformers (5.17): all blocks or none
+        pytest.skip("every_n_layers needs transformers' activation_checkpointing_enable")
+    else:
+        model.gradient_checkpointing_enable()
+        disable = model.gradient_checkpointing_disable
+    assert [layer.gradient_checkpointing for layer in model.model.layers] == [i % every == 0 for i in range(4)]
+    calls = [0] * 4
+    for i, layer in enumerate(model.model.layers):
+        layer.mlp.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    ids = random_ids(2, 9)
+    model(ids, labels=ids).loss.backward()
+    assert calls == [2 if i % every == 0 else 1 for i in range(4)]
+    disable()
+    assert not any(layer.gradient_checkpointing for layer in model.model.layers)
+
+
+def test_layer_types_mirror_softmax_layers():
+    assert NaLaConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=2,
+                      softmax_layers=[1]).layer_types == ["linear_attention", "full_attention", "linear_attention"]
+    config = NaLaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
+                        layer_types=["full_attention", "linear_attention"])
+    assert config.softmax_layers == [0] and config.attention_kind(0) == "softmax"
+    assert NaLaConfig.from_dict(config.to_dict()).layer_types == config.layer_types
+
+
 @torch.no_grad()
 def test_generation_modes_run():
     model = tiny_model("hybrid-conv")
@@ -193,6 +225,9 @@ def test_bad_inputs_name_the_argument():
     (dict(num_attention_heads=3), "num_attention_heads"),
     (dict(inhibit="tanh"), "inhibit"),
     (dict(short_conv_size=1), "short_conv_size"),
+    (dict(layer_types=["linear_attention"]), "layer_types"),
+    (dict(layer_types=["mamba", "linear_attention"]), "layer_types"),
+    (dict(layer_types=["linear_attention"] * 2, softmax_layers=[1]), "layer_types"),
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):

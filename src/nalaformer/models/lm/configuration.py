@@ -7,7 +7,16 @@ from transformers import PretrainedConfig
 from ...layers.kinds import check_kind
 from ...ops import NaLaParams
 
-__all__ = ["NaLaConfig", "PRESETS", "preset_config"]
+__all__ = ["NaLaConfig", "PRESETS", "preset_config", "LAYER_TYPES", "layer_type"]
+
+# transformers' ``config.layer_types`` names: softmax layers are "full_attention", every other kind is a
+# fixed-size recurrent layer, "linear_attention" there (as for Mamba / gated delta net layers)
+LAYER_TYPES = ("full_attention", "linear_attention")
+
+
+def layer_type(kind: str) -> str:
+    """transformers' layer type of an attention kind."""
+    return "full_attention" if kind == "softmax" else "linear_attention"
 
 
 class NaLaConfig(PretrainedConfig):
@@ -24,7 +33,9 @@ class NaLaConfig(PretrainedConfig):
 
     NaLa keywords: inhibit ("relu" | "cosine"), lam, tau, alpha, nala_eps (denominator),
     nala_norm_eps (norm floor), softmax_layers (indices of layers using softmax attention through
-    SDPA, for hybrids), short_conv_size (kernel of a causal depthwise conv on v, 0 = off),
+    SDPA, for hybrids), layer_types (the same choice in transformers' per-layer form: ``"linear_attention"``
+    for NaLa layers, ``"full_attention"`` for softmax ones; derived from softmax_layers when not given,
+    and it defines them when given), short_conv_size (kernel of a causal depthwise conv on v, 0 = off),
     attn_backend (the op's backend: "auto", "torch", "reference", "triton").
     """
 
@@ -52,6 +63,7 @@ class NaLaConfig(PretrainedConfig):
         nala_eps: float = 1e-6,
         nala_norm_eps: float = 1e-6,
         softmax_layers: list[int] | tuple[int, ...] = (),
+        layer_types: list[str] | tuple[str, ...] | None = None,
         short_conv_size: int = 0,
         attn_backend: str = "auto",
         attn_type: str = "nala",
@@ -75,9 +87,10 @@ class NaLaConfig(PretrainedConfig):
         self.lam, self.tau, self.alpha = lam, tau, alpha
         self.nala_eps, self.nala_norm_eps = nala_eps, nala_norm_eps
         self.softmax_layers = sorted(int(i) for i in softmax_layers)
+        self.attn_type = attn_type
+        self.layer_types = self._layer_types(layer_types)
         self.short_conv_size = short_conv_size
         self.attn_backend = attn_backend
-        self.attn_type = attn_type
         self._validate()
         super().__init__(tie_word_embeddings=tie_word_embeddings, bos_token_id=bos_token_id,
                          eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
@@ -98,6 +111,23 @@ class NaLaConfig(PretrainedConfig):
             raise ValueError(f"softmax_layers: indices {bad} are outside 0..{self.num_hidden_layers - 1}")
         if self.short_conv_size == 1 or self.short_conv_size < 0:
             raise ValueError(f"short_conv_size: expected 0 (off) or >= 2, got {self.short_conv_size}")
+
+    def _layer_types(self, layer_types) -> list[str]:
+        """Per-layer types from ``layer_types`` (which then sets softmax_layers) or from softmax_layers."""
+        if layer_types is None:
+            return [layer_type(self.attention_kind(i)) for i in range(self.num_hidden_layers)]
+        layer_types = list(layer_types)
+        if len(layer_types) != self.num_hidden_layers or any(t not in LAYER_TYPES for t in layer_types):
+            raise ValueError(f"layer_types: expected {self.num_hidden_layers} entries (num_hidden_layers) from "
+                             f"{list(LAYER_TYPES)}, got {layer_types}")
+        if self.attn_type == "softmax" and "linear_attention" in layer_types:
+            raise ValueError(f"layer_types: attn_type='softmax' makes every layer full_attention, got {layer_types}")
+        softmax = [i for i, t in enumerate(layer_types) if t == "full_attention"]
+        if self.softmax_layers and self.softmax_layers != softmax:
+            raise ValueError(f"layer_types: {layer_types} disagrees with softmax_layers={self.softmax_layers}; "
+                             "give one of them")
+        self.softmax_layers = softmax
+        return layer_types
 
     def attention_kind(self, layer_idx: int) -> str:
         """``"softmax"`` for the hybrid layers listed in ``softmax_layers``, else ``attn_type``."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as hf_init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ...layers.causal_attention import CausalAttention
@@ -28,7 +29,8 @@ from ...layers.lm_norm import RMSNorm
 from .cache import NaLaCache
 from .configuration import NaLaConfig
 
-__all__ = ["NaLaPreTrainedModel", "NaLaModel", "NaLaForCausalLM", "output_cache", "enable_gradient_checkpointing"]
+__all__ = ["NaLaDecoderLayer", "NaLaPreTrainedModel", "NaLaModel", "NaLaForCausalLM", "output_cache",
+           "enable_gradient_checkpointing"]
 
 
 def _field_of(output_cls) -> str:
@@ -60,11 +62,17 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     enable()
 
 
+class NaLaDecoderLayer(GradientCheckpointingLayer, CausalDecoderBlock):
+    """The decoder block as a transformers layer: ``activation_checkpointing_enable(every_n_layers=k)`` (and
+    ``gradient_checkpointing_enable``) switch checkpointing on per block. Same signature and weights as
+    :class:`CausalDecoderBlock`; under checkpointing in training it builds no new state."""
+
+
 class NaLaPreTrainedModel(PreTrainedModel):
     config_class = NaLaConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["CausalDecoderBlock"]
+    _no_split_modules = ["NaLaDecoderLayer"]
     _supports_sdpa = True
     _is_stateful = True  # the recurrent cache cannot be rolled back: no assisted decoding
 
@@ -99,12 +107,12 @@ class NaLaModel(NaLaPreTrainedModel):
         self.post_init()
 
     @staticmethod
-    def _block(config: NaLaConfig, idx: int) -> CausalDecoderBlock:
+    def _block(config: NaLaConfig, idx: int) -> NaLaDecoderLayer:
         attention = CausalAttention(
             config.hidden_size, config.num_attention_heads, kind=config.attention_kind(idx), head_dim=config.head_dim,
             params=config.nala_params(), rope_theta=config.rope_theta, short_conv_size=config.short_conv_size,
             rms_norm_eps=config.rms_norm_eps, backend=config.attn_backend)
-        return CausalDecoderBlock(config.hidden_size, config.intermediate_size, config.rms_norm_eps, attention)
+        return NaLaDecoderLayer(config.hidden_size, config.intermediate_size, config.rms_norm_eps, attention)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
@@ -160,15 +168,11 @@ class NaLaModel(NaLaPreTrainedModel):
                     output_hidden_states: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Decoder blocks in order; each continues its cached state and, with ``use_cache``, replaces it."""
         all_hidden = []
-        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for idx, layer in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden.append(hidden)
             state = cache.states[idx] if cache is not None else None
-            if checkpointing:
-                hidden, new_state = self._gradient_checkpointing_func(layer.__call__, hidden, layout, state, use_cache)
-            else:
-                hidden, new_state = layer(hidden, layout, state, use_cache)
+            hidden, new_state = layer(hidden, layout, state, use_cache=use_cache)  # checkpointed if enabled
             if use_cache:
                 cache.states[idx] = new_state
         return hidden, all_hidden

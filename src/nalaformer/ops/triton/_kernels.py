@@ -189,9 +189,9 @@ def _store_state(base, stride_f, col0, se, so, D: tl.constexpr, W: tl.constexpr,
 
 @triton.jit
 def _seq_bounds(CU, pid_s, N, VARLEN: tl.constexpr):
-    if VARLEN:
-        start = tl.load(CU + pid_s).to(tl.int32)
-        end = tl.load(CU + pid_s + 1).to(tl.int32)
+    if VARLEN:  # offsets unchecked on the host (max_seqlen given): clamp so that 0 <= start <= end <= N
+        start = tl.minimum(tl.maximum(tl.load(CU + pid_s).to(tl.int32), 0), N)
+        end = tl.minimum(tl.maximum(tl.load(CU + pid_s + 1).to(tl.int32), start), N)
         b = pid_s * 0
     else:
         start = pid_s * 0
@@ -234,8 +234,8 @@ def _nonzero(x):
 
 @triton.jit
 def _powu(au, lg, p):
-    """|u|^p from |u| and log2|u| (0^p = 0 for p > 0, 1 for p = 0, like torch.pow)."""
-    return tl.where(au > 0, tl.exp2(p * lg), tl.where(p > 0, 0.0, 1.0))
+    """|u|^p from |u| and log2|u| (0^p = 0 for p > 0, 1 for p = 0, like torch.pow; NaN stays NaN)."""
+    return tl.where(au > 0, tl.exp2(p * lg), tl.where(au != au, au, tl.where(p > 0, 0.0, 1.0)))
 
 
 @triton.jit
@@ -249,11 +249,11 @@ def _q_features(qe, qo, lam, tau, alpha, norm_eps, RELU: tl.constexpr):
     auo = tl.abs(uo)
     ae = _powu(aue, _log2_safe(aue), p)
     ao = _powu(auo, _log2_safe(auo), p)
-    if RELU:
-        h0e = tl.where(ue > 0, ae, 0.0)
-        h1e = tl.where(ue < 0, ae, 0.0)
-        h0o = tl.where(uo > 0, ao, 0.0)
-        h1o = tl.where(uo < 0, ao, 0.0)
+    if RELU:  # a NaN direction gives NaN in both halves (the magnitude is 0 at 0), as in feature_maps
+        h0e = tl.where(ue < 0, 0.0, ae)
+        h1e = tl.where(ue > 0, 0.0, ae)
+        h0o = tl.where(uo < 0, 0.0, ao)
+        h1o = tl.where(uo > 0, 0.0, ao)
     else:
         h0e, h1e = _cos_pair(ae, ue, alpha)
         h0o, h1o = _cos_pair(ao, uo, alpha)
@@ -304,7 +304,7 @@ def _kmag(k, lam, POW3: tl.constexpr):
         b = k * k * ak
         db = 3.0 * k * ak
     else:
-        b = tl.where(ak > 0, tl.exp2(lam * _log2_safe(ak)), 0.0)
+        b = tl.where(ak > 0, tl.exp2(lam * _log2_safe(ak)), tl.where(ak != ak, ak, 0.0))
         db = tl.where(ak > 0, lam * b / _nonzero(k), 0.0)
     return b, db
 
@@ -313,11 +313,11 @@ def _kmag(k, lam, POW3: tl.constexpr):
 def _k_features(ke, ko, lam, alpha, norm_eps, RELU: tl.constexpr, POW3: tl.constexpr):
     be, _dbe = _kmag(ke, lam, POW3)
     bo, _dbo = _kmag(ko, lam, POW3)
-    if RELU:
-        h0e = tl.where(ke > 0, be, 0.0)
-        h1e = tl.where(ke < 0, be, 0.0)
-        h0o = tl.where(ko > 0, bo, 0.0)
-        h1o = tl.where(ko < 0, bo, 0.0)
+    if RELU:  # NaN keys give NaN features, as in feature_maps
+        h0e = tl.where(ke < 0, 0.0, be)
+        h1e = tl.where(ke > 0, 0.0, be)
+        h0o = tl.where(ko < 0, 0.0, bo)
+        h1o = tl.where(ko > 0, 0.0, bo)
     else:
         n = tl.sqrt(tl.sum(ke * ke, 1) + tl.sum(ko * ko, 1))
         inv = (1.0 / tl.maximum(n, norm_eps))[:, None]
@@ -452,12 +452,14 @@ def nc_fwd_state_kernel(
 def nc_fwd_out_kernel(
     Q, SIN, COS, CU, SW, MW, O, Z,
     sqb, sqn, sqh, sob, son, soh, srn,
-    N, H, lam, tau, alpha, norm_eps, eps, blocks_per_split,
+    N, H, lam, tau, alpha, norm_eps, EPS, blocks_per_split,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr, PREFETCH: tl.constexpr,
     STORE_DEN: tl.constexpr,
 ):
-    """o = (R phi_q)^T S / (phi_q . m + eps); with STORE_DEN also the denominator per token into Z (B, H, N)."""
+    """o = (R phi_q)^T S / (phi_q . m + eps); with STORE_DEN also the denominator per token into Z (B, H, N).
+    EPS points at eps (scaled with the keys, _ops._scaled_keys)."""
+    eps = tl.load(EPS)
     NV: tl.constexpr = DV // BLOCK_DV
     pid0 = tl.program_id(0)
     h = tl.program_id(1)
@@ -633,12 +635,14 @@ def c_fwd_kernel(
     Q, K, V, SIN, COS, CU, S0, M0, CNT0, O, Z, SF, MF,
     sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sob, son, soh, srn,
     s0s, s0h, s0g, s0f, m0s, m0h, m0g,
-    N, H, lam, tau, alpha, norm_eps, eps, n_seg, seg_len,
+    N, H, lam, tau, alpha, norm_eps, EPS, n_seg, seg_len,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, POW3: tl.constexpr, VARLEN: tl.constexpr,
     HAS_INIT: tl.constexpr, HAS_CNT: tl.constexpr, STORE_FINAL: tl.constexpr, LOWP: tl.constexpr,
 ):
-    """Tokens [lo, hi) of one segment of one sequence, from the state entering the segment (S0[s, h, seg])."""
+    """Tokens [lo, hi) of one segment of one sequence, from the state entering the segment (S0[s, h, seg]).
+    EPS points at eps (scaled with the keys, _ops._scaled_keys)."""
+    eps = tl.load(EPS)
     col0 = tl.program_id(0) * BLOCK_DV
     h = tl.program_id(1)
     s = tl.program_id(2) // n_seg
