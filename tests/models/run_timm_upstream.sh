@@ -10,7 +10,9 @@
 # and is left out (docs/vision.md says why). timm checks forward_intermediates / pruning only for the
 # modules in the test file's FEAT_INTER_FILTERS: a patched copy adds `nalaformer` there so those tests
 # exercise our models too. The attention kinds focused and polarity run as test-only models
-# nalaformer_xt_focused / nalaformer_xt_polarity. Expect 72 tests (8 models x 9 tests), a few minutes on 2 CPU cores.
+# nalaformer_xt_focused / nalaformer_xt_polarity (forward, backward and the two FX tests: timm's cfg and
+# feature tests only list models with a default cfg). Expect 62 tests (6 models x 9 + 2 x 4), a few minutes
+# on 2 CPU cores.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
