@@ -3,7 +3,7 @@ downsample and classifier head; the 1-D causal NaLa attention and the decoder bl
 
 from .attention2d import ATTENTION_TYPES, GatedLepeAttention2d, NaLaAttention2d, SoftmaxAttention2d, create_attention2d
 from .classifier import NaLaClassifierHead
-from .conv import ConvBnAct, NaLaStem, create_downsample
+from .conv import ConvBnAct, DepthwiseConv2d, NaLaStem, create_downsample, depthwise_conv2d_dense
 from .residual import DropPath, LayerScale
 from .rotary2d import clear_rotary_cache, rotary_tables_2d
 from .vision_block import ConvFFN, NaLaBlock
@@ -15,7 +15,8 @@ from .lm_norm import RMSNorm
 
 __all__ = [
     "GatedLepeAttention2d", "NaLaAttention2d", "SoftmaxAttention2d", "ATTENTION_TYPES", "create_attention2d",
-    "NaLaBlock", "ConvFFN", "NaLaStem", "ConvBnAct", "create_downsample", "NaLaClassifierHead",
+    "NaLaBlock", "ConvFFN", "NaLaStem", "ConvBnAct", "create_downsample", "NaLaClassifierHead", "DepthwiseConv2d",
+    "depthwise_conv2d_dense",
     "DropPath", "LayerScale", "rotary_tables_2d", "clear_rotary_cache",
     "CausalAttention", "CausalAttentionState", "TokenLayout", "build_layout", "ShortConv", "CausalDecoderBlock",
     "SwiGLU", "RMSNorm",
