@@ -12,6 +12,7 @@ def test_cpu_features_are_torchs_view():
     f = cpu_features()
     assert f["capability"] == torch.backends.cpu.get_cpu_capability()
     assert f["threads"] == torch.get_num_threads() and f["name"]
+    assert (" 1 thread (" in cpu_summary(dict(f, threads=1))) and (" 2 threads (" in cpu_summary(dict(f, threads=2)))
     line = cpu_summary(f)
     assert line.startswith(f"cpu: {f['name']}") and f"torch kernels {f['capability']}" in line
     for name in ("AVX2", "AVX-512", "AVX512-BF16", "AMX"):

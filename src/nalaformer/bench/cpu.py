@@ -75,8 +75,10 @@ def conv_shapes(model, x) -> list[tuple[int, int, int, int]]:
             seen.append(key)
 
     handles = [m.register_forward_hook(hook) for _, m in depthwise_modules(model)]
+    was_training = model.training
     with torch.no_grad():
-        model(x)
+        model.eval()(x)
+    model.train(was_training)
     for h in handles:
         h.remove()
     return seen

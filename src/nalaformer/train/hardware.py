@@ -47,7 +47,8 @@ def cpu_summary(features: dict | None = None) -> str:
     AVX512-BF16 no, AMX no``."""
     f = features or cpu_features()
     yes = {True: "yes", False: "no"}
-    line = (f"cpu: {f['name']}, {f['threads']} threads ({f['cores']} cores); torch kernels {f['capability']}; "
+    threads = f"{f['threads']} thread" + ("s" if f["threads"] != 1 else "")
+    line = (f"cpu: {f['name']}, {threads} ({f['cores']} cores); torch kernels {f['capability']}; "
             f"hardware AVX2 {yes[f['avx2']]}, AVX-512 {yes[f['avx512']]}, AVX512-BF16 {yes[f['avx512_bf16']]}, "
             f"AMX {yes[f['amx']]}")
     if f["overrides"]:
