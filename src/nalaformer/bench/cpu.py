@@ -108,8 +108,8 @@ def bench_convs(model, x, clock, repeats: int) -> list[dict]:
     return rows
 
 
-def bench_training(model, x, y, clock, rounds: int, steps: int = 2) -> dict[str, float]:
-    """Training img/s per mode, the modes interleaved round by round; medians over rounds."""
+def _train_step(model, x, y):
+    """One AdamW training step of ``model`` on (x, y), as a closure."""
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
 
     def step():
@@ -118,6 +118,12 @@ def bench_training(model, x, y, clock, rounds: int, steps: int = 2) -> dict[str,
         loss.backward()
         opt.step()
 
+    return step
+
+
+def bench_training(model, x, y, clock, rounds: int, steps: int = 2) -> dict[str, float]:
+    """Training img/s per mode, the modes interleaved round by round; medians over rounds."""
+    step = _train_step(model, x, y)
     for mode in MODES:
         set_mode(model, mode)
         step()
@@ -136,14 +142,7 @@ def profile_step(model, x, y, mode: str = "conv2d", rows: int = 15) -> str:
     from torch.profiler import profile
 
     set_mode(model, mode)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    step = _train_step(model, x, y)
     step()
     with profile() as prof:
         for _ in range(3):
