@@ -369,7 +369,9 @@ class Trainer:
         epochs = cfg.epochs - self.start_epoch
         if env.distributed or epochs <= 0:
             return
-        batch = torch.randn(cfg.batch_size, self.data.in_chans, cfg.img_size, cfg.img_size, device=env.device)
+        probe_rng = torch.Generator(env.device).manual_seed(0)  # the run's own random stream stays untouched
+        batch = torch.randn(cfg.batch_size, self.data.in_chans, cfg.img_size, cfg.img_size, device=env.device,
+                            generator=probe_rng)
         if cfg.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         train_s, eval_s = probe_step_seconds(unwrap(self.dist_model), batch, self.loss_fn, self.num_classes,
