@@ -60,6 +60,7 @@ def test_short_run_learns_and_writes_everything(tmp_path, fashion_dir, capsys):
     assert (out / "tensorboard").is_dir()
     printed = capsys.readouterr().out
     assert "test accuracy: " in printed and "checkpoints: " in printed
+    assert "torch kernels " in printed and "speed probe: " in printed and " min for 5 epoch(s)" in printed
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, fashion_dir):

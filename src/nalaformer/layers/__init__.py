@@ -11,7 +11,7 @@ from .attention2d import (
     create_attention2d,
 )
 from .classifier import NaLaClassifierHead
-from .conv import ConvBnAct, NaLaStem, create_downsample
+from .conv import ConvBnAct, DepthwiseConv2d, NaLaStem, create_downsample, depthwise_conv2d_dense
 from .rotary2d import clear_rotary_cache, rotary_tables_2d
 from .vision_block import ConvFFN, NaLaBlock
 from .kinds import KINDS, AttentionCore, create_core
@@ -25,6 +25,7 @@ __all__ = [
     "GatedLepeAttention2d", "KindAttention2d", "NaLaAttention2d", "SoftmaxAttention2d", "ATTENTION_TYPES",
     "create_attention2d",
     "NaLaBlock", "ConvFFN", "NaLaStem", "ConvBnAct", "create_downsample", "NaLaClassifierHead",
+    "DepthwiseConv2d", "depthwise_conv2d_dense",
     "rotary_tables_2d", "clear_rotary_cache",
     "CausalAttention", "CausalAttentionState", "TokenLayout", "build_layout", "ShortConv", "CausalDecoderBlock",
     "SwiGLU", "RMSNorm", "KINDS", "AttentionCore", "create_core",

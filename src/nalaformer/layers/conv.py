@@ -1,10 +1,70 @@
-"""Convolutional pieces of the NaLaFormer backbone: conv-BN units, the stride-4 stem, downsampling."""
+"""Convolutional pieces of the NaLaFormer backbone: conv-BN units, the stride-4 stem, downsampling,
+and the depthwise "same" convolution of the blocks with its CPU fast path for small images."""
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBnAct", "NaLaStem", "create_downsample"]
+__all__ = ["ConvBnAct", "DepthwiseConv2d", "NaLaStem", "create_downsample", "depthwise_conv2d_dense"]
+
+
+def _tap_index(height: int, width: int, kh: int, kw: int, device) -> torch.Tensor:
+    """(N, N) kernel-tap index for N = height*width: entry [p, q] is the tap of weight (flattened kh*kw) that
+    carries input position q into output position p of a stride-1 'same' convolution, or kh*kw (a zero slot)
+    where q lies outside the kernel window of p."""
+    rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
+    dy = rows[None, :] - rows[:, None] + kh // 2  # (out row, in row)
+    dx = cols[None, :] - cols[:, None] + kw // 2  # (out col, in col)
+    inside = ((dy >= 0) & (dy < kh))[:, None, :, None] & ((dx >= 0) & (dx < kw))[None, :, None, :]
+    tap = dy[:, None, :, None] * kw + dx[None, :, None, :]
+    return torch.where(inside, tap, kh * kw).reshape(height * width, height * width)
+
+
+def depthwise_conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Depthwise stride-1 'same' convolution (odd kernel, zero padding k//2) as one dense spatial map per channel.
+
+    x (B, C, H, W), weight (C, 1, kh, kw), bias (C,) or None -> (B, C, H, W) in x's memory format; equal to
+    ``F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2), groups=C)``. Each channel's convolution is the
+    (N, N) matrix M[c, p, q] = weight[c, tap(p, q)] over the N = H*W positions, applied with one batched
+    matmul: N*N multiply-adds per channel and image against N*kh*kw for the direct form, so it is the cheaper
+    form when H*W <= kh*kw (images no larger than the kernel: the last stages of a small-input network).
+    """
+    batch, channels, height, width = x.shape
+    kh, kw = weight.shape[-2:]
+    if weight.shape != (channels, 1, kh, kw) or kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"weight: expected ({channels}, 1, kh, kw) with odd kh, kw for x of shape "
+                         f"{tuple(x.shape)}, got {tuple(weight.shape)}")
+    taps = F.pad(weight.reshape(channels, kh * kw), (0, 1))  # (C, kh*kw + 1), the last slot zero
+    spatial_map = taps[:, _tap_index(height, width, kh, kw, x.device)]  # (C, N, N): output p <- input q
+    out = torch.einsum("bcq,cpq->bcp", x.reshape(batch, channels, height * width), spatial_map)
+    out = out.reshape(batch, channels, height, width)
+    if bias is not None:
+        out = out + bias.view(1, channels, 1, 1)
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return out.contiguous(memory_format=layout)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """Depthwise k x k convolution, stride 1, zero 'same' padding: an ``nn.Conv2d(dim, dim, k, padding=k // 2,
+    groups=dim)`` (same parameters and state dict) whose CPU forward takes :func:`depthwise_conv2d_dense` for
+    images no larger than the kernel (H*W <= k*k). oneDNN's depthwise kernels are slow there (5-40x at 1x1 and
+    2x2 images, most on CPUs without AVX-512; docs/benchmarks.md). Other devices and larger images run
+    ``nn.Conv2d`` (cuDNN on GPUs). (B, dim, H, W) -> (B, dim, H, W).
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 3, bias: bool = True, device=None, dtype=None):
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: expected an odd size for 'same' padding, got {kernel_size}")
+        super().__init__(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=bias,
+                         device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        if x.device.type == "cpu" and x.dim() == 4 and x.shape[-2] * x.shape[-1] <= kh * kw:
+            return depthwise_conv2d_dense(x, self.weight, self.bias)
+        return super().forward(x)
 
 
 class ConvBnAct(nn.Module):

@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 from .attention2d import create_attention2d
+from .conv import DepthwiseConv2d
 
 __all__ = ["ConvFFN", "NaLaBlock"]
 
 
 def _depthwise3x3(dim: int, **dd) -> nn.Conv2d:
-    return nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
+    return DepthwiseConv2d(dim, 3, **dd)
 
 
 class ConvFFN(nn.Module):

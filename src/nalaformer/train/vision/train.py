@@ -295,12 +295,38 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(unwrap(self.model), step=self.num_updates)
 
+    def _print_speed_estimate(self) -> None:
+        """The run's header, part 2: the CPU features torch uses and the time this run will take, from a
+        few timed steps on a copy of the model (skipped under torchrun and on resume past the last epoch)."""
+        from ..core.hardware import cpu_summary, estimate_run_seconds, probe_step_seconds
+
+        cfg, env = self.cfg, self.env
+        print(cpu_summary() + ("" if env.device.type == "cpu" else f"; training on {env.device}"), flush=True)
+        epochs = cfg.epochs - self.start_epoch
+        if env.distributed or epochs <= 0:
+            return
+        probe_rng = torch.Generator(env.device).manual_seed(0)  # the run's own random stream stays untouched
+        batch = torch.randn(cfg.batch_size, self.data.in_chans, cfg.img_size, cfg.img_size, device=env.device,
+                            generator=probe_rng)
+        if cfg.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        train_s, eval_s = probe_step_seconds(unwrap(self.dist_model), batch, self.loss_fn, self.num_classes,
+                                             self.amp_dtype)
+        train_rate, eval_rate = cfg.batch_size / train_s, cfg.batch_size / eval_s
+        eval_images = len(self.data.val.dataset)
+        if cfg.max_eval_batches:
+            eval_images = min(eval_images, cfg.max_eval_batches * (cfg.eval_batch_size or cfg.batch_size))
+        total = estimate_run_seconds(train_rate, eval_rate, self.steps_per_epoch * cfg.batch_size, eval_images, epochs)
+        print(f"speed probe: {train_rate:,.0f} img/s training, {eval_rate:,.0f} img/s eval -> about "
+              f"{total / 60:.1f} min for {epochs} epoch(s) (docs/benchmarks.md: img/s per CPU kind)", flush=True)
+
     def fit(self) -> dict:
         cfg, env = self.cfg, self.env
         if env.is_main:
             print(f"model {cfg.model} ({self.num_params / 1e6:.2f}M params) on {env.device} x{env.world_size}, "
                   f"{cfg.dataset}: {len(self.data.train.dataset)} train / {len(self.data.val.dataset)} test images, "
                   f"lr {self.lr:.2e}, {cfg.epochs} epochs", flush=True)
+            self._print_speed_estimate()
         metrics = {}
         for epoch in range(self.start_epoch, cfg.epochs):
             start = time.perf_counter()

@@ -1,0 +1,96 @@
+"""DepthwiseConv2d and its dense small-image form against nn.Conv2d / F.conv2d (float64 reference)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.profiler import profile
+
+from nalaformer.layers import DepthwiseConv2d, depthwise_conv2d_dense
+
+
+def _reference(x, weight, bias):
+    kh, kw = weight.shape[-2:]
+    return F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(),
+                    padding=(kh // 2, kw // 2), groups=x.shape[1])
+
+
+def _rel(a, b):
+    return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("shape,kernel", [((3, 8, 1, 1), (3, 3)), ((1, 8, 1, 1), (5, 5)), ((2, 16, 2, 2), (3, 3)),
+                                          ((2, 4, 2, 2), (5, 5)), ((3, 6, 4, 4), (5, 5)), ((2, 5, 1, 3), (3, 5)),
+                                          ((2, 3, 3, 5), (5, 3)), ((1, 4, 7, 9), (3, 3))])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_dense_form_equals_conv2d_forward_and_backward(shape, kernel, channels_last, with_bias):
+    gen = torch.Generator().manual_seed(sum(shape) + sum(kernel))
+    x = torch.randn(shape, generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    weight = torch.randn(shape[1], 1, *kernel, generator=gen, requires_grad=True)
+    bias = torch.randn(shape[1], generator=gen, requires_grad=True) if with_bias else None
+    grad_out = torch.randn(shape, generator=gen)
+    out = depthwise_conv2d_dense(x, weight, bias)
+    ref = _reference(x, weight, bias)
+    assert out.dtype == torch.float32 and out.shape == x.shape and torch.isfinite(out).all()
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert _rel(out, ref) <= 1e-5
+    inputs = [x, weight] + ([bias] if with_bias else [])
+    grads = torch.autograd.grad(out, inputs, grad_out)
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    ref_grads = torch.autograd.grad(_reference(*ref_inputs, *([None] if not with_bias else [])), ref_inputs,
+                                    grad_out.double())
+    for name, got, want in zip(["x", "weight", "bias"], grads, ref_grads):
+        assert torch.isfinite(got).all(), name
+        assert _rel(got, want) <= 1e-5, name
+
+
+def test_dense_form_in_float64_and_bfloat16():
+    gen = torch.Generator().manual_seed(7)
+    x, weight, bias = torch.randn(2, 8, 2, 2, generator=gen), torch.randn(8, 1, 3, 3, generator=gen), torch.randn(8)
+    ref = _reference(x, weight, bias)
+    torch.testing.assert_close(depthwise_conv2d_dense(x.double(), weight.double(), bias.double()), ref,
+                               rtol=1e-12, atol=1e-12)
+    out = depthwise_conv2d_dense(x.bfloat16(), weight.bfloat16(), bias.bfloat16())
+    assert out.dtype == torch.bfloat16 and _rel(out.float(), ref) <= 1e-2
+
+
+def _ops(module, x):
+    with profile() as prof:
+        module(x)
+    return {e.name for e in prof.events()}
+
+
+@pytest.mark.parametrize("size,dense", [((1, 1), True), ((2, 2), True), ((3, 3), True), ((4, 4), False),
+                                        ((8, 8), False)])
+def test_module_takes_the_dense_form_for_images_no_larger_than_the_kernel(size, dense):
+    conv = DepthwiseConv2d(6, 3)
+    x = torch.randn(2, 6, *size)
+    ops = _ops(conv, x)
+    assert ("aten::einsum" in ops) is dense and ("aten::convolution" in ops) is not dense
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1, groups=6))
+
+
+def test_module_is_a_drop_in_conv2d():
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(12, 5, bias=False)
+    plain = torch.nn.Conv2d(12, 12, 5, padding=2, groups=12, bias=False)
+    assert isinstance(conv, torch.nn.Conv2d) and conv.padding == (2, 2) and conv.groups == 12
+    assert conv.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 12, 4, 4)  # 16 <= 25: the dense form, against oneDNN's
+    torch.testing.assert_close(conv(x), plain(x), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="kernel_size"):
+        DepthwiseConv2d(4, 4)
+    with pytest.raises(ValueError, match="weight"):
+        depthwise_conv2d_dense(torch.randn(1, 4, 2, 2), torch.randn(4, 1, 2, 2))
+    with pytest.raises(ValueError, match="weight"):
+        depthwise_conv2d_dense(torch.randn(1, 4, 2, 2), torch.randn(8, 1, 3, 3))
