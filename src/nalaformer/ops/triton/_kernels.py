@@ -452,14 +452,12 @@ def nc_fwd_state_kernel(
 def nc_fwd_out_kernel(
     Q, SIN, COS, CU, SW, MW, O, Z,
     sqb, sqn, sqh, sob, son, soh, srn,
-    N, H, lam, tau, alpha, norm_eps, EPS, blocks_per_split,
+    N, H, lam, tau, alpha, norm_eps, eps, blocks_per_split,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr, PREFETCH: tl.constexpr,
     STORE_DEN: tl.constexpr,
 ):
-    """o = (R phi_q)^T S / (phi_q . m + eps); with STORE_DEN also the denominator per token into Z (B, H, N).
-    EPS points at eps (scaled with the keys, _ops._scaled_keys)."""
-    eps = tl.load(EPS)
+    """o = (R phi_q)^T S / (phi_q . m + eps); with STORE_DEN also the denominator per token into Z (B, H, N)."""
     NV: tl.constexpr = DV // BLOCK_DV
     pid0 = tl.program_id(0)
     h = tl.program_id(1)
@@ -635,14 +633,12 @@ def c_fwd_kernel(
     Q, K, V, SIN, COS, CU, S0, M0, CNT0, O, Z, SF, MF,
     sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sob, son, soh, srn,
     s0s, s0h, s0g, s0f, m0s, m0h, m0g,
-    N, H, lam, tau, alpha, norm_eps, EPS, n_seg, seg_len,
+    N, H, lam, tau, alpha, norm_eps, eps, n_seg, seg_len,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, POW3: tl.constexpr, VARLEN: tl.constexpr,
     HAS_INIT: tl.constexpr, HAS_CNT: tl.constexpr, STORE_FINAL: tl.constexpr, LOWP: tl.constexpr,
 ):
-    """Tokens [lo, hi) of one segment of one sequence, from the state entering the segment (S0[s, h, seg]).
-    EPS points at eps (scaled with the keys, _ops._scaled_keys)."""
-    eps = tl.load(EPS)
+    """Tokens [lo, hi) of one segment of one sequence, from the state entering the segment (S0[s, h, seg])."""
     col0 = tl.program_id(0) * BLOCK_DV
     h = tl.program_id(1)
     s = tl.program_id(2) // n_seg

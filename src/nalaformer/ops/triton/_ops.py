@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import torch
 
 from ..autocast import outside_autocast
-from ..feature_maps import key_scale
 from ..state import NaLaState
 from . import _tune
 from ._loader import interpreter_enabled, load_kernels
@@ -295,19 +294,8 @@ def _zero_workspaces(nseq: int, h: int, d: int, dv: int, dev) -> tuple[torch.Ten
     return (flat, *_split_workspace(flat, nseq, h, d, dv))
 
 
-def _scaled_keys(k: torch.Tensor, plan: _Plan):
-    """Huge keys would overflow |k|^lam: (k * s, s, s^lam, eps * s^lam as a 1-element fp32 tensor), s the power
-    of two of feature_maps.key_scale (1 for ordinary keys). Numerator, denominator and state all scale by
-    s^lam, so with eps scaled alike the result is exact. On the device: no sync."""
-    s = key_scale(k, plan.lam).to(torch.float32)
-    spow = s ** plan.lam
-    eps = (plan.eps * spow).clamp_min(torch.finfo(torch.float32).tiny).reshape(1)
-    return k * s.to(k.dtype), s, spow, eps
-
-
 def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
     kern = load_kernels(plan.interpret)
-    k, _s, _spow, eps = _scaled_keys(k, plan)
     b, n, h, d = q.shape
     dv = v.shape[-1]
     dev = q.device
@@ -334,7 +322,7 @@ def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
         grid = (split * (dv // cfg["BLOCK_DV"]), h, plan.nseq)
         _launch(kern.nc_fwd_out_kernel, grid, cfg, q, sin_, cos_, cu_, sw, mw, o, z if store_den else o,
                 q.stride(0), q.stride(1), q.stride(2), o.stride(0), o.stride(1), o.stride(2), srn,
-                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, eps, bps,
+                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, bps,
                 D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], STORE_DEN=store_den, **fl)
 
     _tuned_run("nc_out", d, dv, q, plan, run_out)
@@ -343,7 +331,6 @@ def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
 
 def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, plan: _Plan, need_q: bool, need_kv: bool):
     kern = load_kernels(plan.interpret)
-    k, s, _spow, _eps = _scaled_keys(k, plan)  # as in the forward; dk below is d/d(s k): times s
     _, n, h, d = q.shape
     dv = v.shape[-1]
     sw, mw = _split_workspace(flat, plan.nseq, h, d, dv)
@@ -403,7 +390,7 @@ def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, plan: _Plan, need_q: boo
                 D=d, DV=dv, BLOCK_N=cfg["BLOCK"], POW3=plan.pow3, **fl)
 
     _tuned_run("nc_bwd_kv", d, dv, q, plan, run_kv)
-    return (dq if need_q else None), dk.mul_(s.to(dk.dtype)), dvv
+    return (dq if need_q else None), dk, dvv
 
 
 class _NonCausal(torch.autograd.Function):
@@ -451,9 +438,6 @@ def _exclusive_prefix(t: torch.Tensor, reverse: bool = False) -> tuple[torch.Ten
 
 def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan: _Plan, store_final: bool):
     kern = load_kernels(plan.interpret)
-    k, _s, spow, eps = _scaled_keys(k, plan)  # states in the scaled units inside, the caller's units outside
-    if kv0 is not None:
-        kv0, ks0 = kv0 * spow.to(kv0.dtype), ks0 * spow.to(ks0.dtype)
     b, n, h, d = q.shape
     dv = v.shape[-1]
     dev = q.device
@@ -506,20 +490,17 @@ def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan: _Plan, store_final: 
                 sf if in_kernel_final else q, mf if in_kernel_final else q,
                 q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                 v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), srn,
-                *s0st, *m0st, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, eps, nseg, seg_len,
+                *s0st, *m0st, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, nseg, seg_len,
                 D=d, DV=dv, BLOCK_C=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], POW3=plan.pow3,
                 HAS_INIT=has_init, HAS_CNT=cnt0 is not None, STORE_FINAL=in_kernel_final, **fl)
 
     _tuned_run("c_fwd", d, dv, q, plan, run)
-    if store_final:
-        sf, mf = sf / spow, mf / spow
     return o, z, sf, mf, (s0, m0, nseg, seg_len)
 
 
 def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu, plan: _Plan,
                 need_init: bool):
     kern = load_kernels(plan.interpret)
-    k, s, spow, _eps = _scaled_keys(k, plan)  # as in the forward: gradients back to the caller's units below
     _, n, h, d = q.shape
     dv = v.shape[-1]
     dev = q.device
@@ -564,7 +545,6 @@ def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu
             else dsf.to(torch.float32).contiguous()
         dmf = torch.zeros(plan.nseq, h, 2 * d, dtype=torch.float32, device=dev) if dmf is None \
             else dmf.to(torch.float32).contiguous()
-        dsf, dmf = dsf / spow, dmf / spow  # final state = scaled one / s^lam
     ds0 = dm0 = None
     if qsum:  # gradient w.r.t. the state leaving each segment: dS_final + totals of the later segments
         gp, gall = _exclusive_prefix(tq, reverse=True)
@@ -594,9 +574,7 @@ def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu
                 STORE_DINIT=kv_dinit, **fl)
 
     _tuned_run("c_bwd_kv", d, dv, q, plan, run_kv)
-    if ds0 is not None:  # scaled initial state = caller's * s^lam
-        ds0, dm0 = ds0 * spow, dm0 * spow
-    return dq, dk.mul_(s.to(dk.dtype)), dvv, ds0, dm0
+    return dq, dk, dvv, ds0, dm0
 
 
 class _Causal(torch.autograd.Function):
