@@ -24,7 +24,7 @@ def test_fla_causal_path_matches_torch(kind):
     q, k, v = (torch.randn(2, 300, 4, 64, device="cuda") for _ in range(3))
     _, state = core(q[:, :37], k[:, :37], v[:, :37], causal=True, output_final_state=True, backend="torch")
     args = (q[:, 37:], k[:, 37:], v[:, 37:])
-    fla_o, fla_state = core(*args, causal=True, initial_state=state, output_final_state=True, backend="auto")
+    fla_o, fla_state = core(*args, causal=True, initial_state=state, output_final_state=True, backend="fla")
     ref_o, ref_state = core(*(t.double() for t in args), causal=True, output_final_state=True, backend="torch",
                             initial_state=type(state)(state.kv.double(), state.k_sum.double(), state.count))
     assert rel_err(fla_o, ref_o) <= 1e-4  # fla's kernels accumulate in fp32 with TF32 dots allowed

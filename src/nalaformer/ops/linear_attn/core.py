@@ -112,9 +112,14 @@ def _fla_causal(phq, phk, v, eps, state: NaLaState):
 
 
 def _use_fla(phq: torch.Tensor, backend: str, cu_seqlens) -> bool:
-    if backend == "torch" or cu_seqlens is not None or not phq.is_cuda or phq.dtype == torch.float64:
+    """fla-core only when asked for (``backend="fla"``): its path has not yet passed its GPU test."""
+    if backend != "fla":
         return False
-    return _fla_numerator() is not None
+    if cu_seqlens is not None or not phq.is_cuda or phq.dtype == torch.float64:
+        raise ValueError("backend: 'fla' takes causal CUDA float32 inputs without cu_seqlens")
+    if _fla_numerator() is None:
+        raise ValueError("backend: 'fla' needs fla-core (pip install 'nalaformer[fla]')")
+    return True
 
 
 def linear_attention(
@@ -125,8 +130,8 @@ def linear_attention(
     """Normalised linear attention. phq (B, N, H, G, F), phk (B, N, H, F), v (B, N, H, Dv) with G | Dv.
 
     All three in one compute dtype (float32 or float64). Returns o (B, N, H, Dv), or ``(o, NaLaState)``
-    with ``output_final_state``. ``backend="auto"`` runs fla-core's chunked kernel for causal CUDA inputs
-    when fla is installed (no packed sequences), else the PyTorch path; ``"torch"`` forces PyTorch.
+    with ``output_final_state``. ``backend="fla"`` runs fla-core's chunked kernel for causal CUDA inputs (no
+    packed sequences; opt-in until its GPU test passes); ``"auto"`` and ``"torch"`` run the PyTorch path.
     """
     batch, length, heads, groups, features = phq.shape
     if causal and initial_state is None:
