@@ -17,6 +17,9 @@ TINY = {
     "python_docs_bytes": dict(model="nala-tiny", steps=2, batch_size=2, seq_len=32, eval_batches=1, held_out=0.2),
     "mqar": dict(hidden_size=16, layers=1, heads=1, vocab_size=64, steps=3, batch_size=4, lr=1e-3,
                  train_seq_lens=[32], train_kv=[2, 4], eval_seq_lens=[32, 64], eval_kv=[2, 16], eval_examples=8),
+    "fashion_scenes": dict(model="nalaformer_xt", model_kwargs=TINY_VISION, img_size=32, items=(1, 2),
+                           train_scenes=8, test_scenes=4, steps=2, batch_size=4, lr=1e-3, fpn_dim=8,
+                           speed_sizes=[32, 64], speed_batch=1, speed_iters=1),
 }
 
 
@@ -34,7 +37,7 @@ def corpus(tmp_path) -> pathlib.Path:
 def make_cell(tmp_path, fashion_dir, corpus):  # noqa: F811
     def make(task: str, attention: str = "nala", seed: int = 0) -> Cell:
         settings = dict(TINY[task])
-        if task == "fashion_mnist":
+        if task in ("fashion_mnist", "fashion_scenes"):
             settings["data_dir"] = str(fashion_dir)
         if task == "python_docs_bytes":
             settings["corpus"] = str(corpus)

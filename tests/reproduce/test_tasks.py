@@ -46,3 +46,12 @@ def test_python_docs_bytes_cell(make_cell, one_thread):
     assert 0 < bpb["value"] < 9  # an untrained byte model is ~8 bits per byte
     assert bpb["train_tokens"] == 2 * 2 * 32
     assert any(r["metric"] == "entropy_gap_to_softmax" for r in rows)
+
+
+def test_fashion_scenes_cell_miou_and_speed(make_cell, one_thread):
+    rows = TASKS["fashion_scenes"](make_cell("fashion_scenes", "polarity"))
+    _check_rows(rows, "fashion_scenes", "polarity")
+    miou = next(r for r in rows if r["metric"] == "miou")
+    assert 0 <= miou["value"] <= 1
+    speeds = {r["img_size"]: r["value"] for r in rows if r["metric"] == "forward_img_per_s"}
+    assert set(speeds) == {32, 64} and all(v > 0 for v in speeds.values())

@@ -14,7 +14,7 @@ from ..train.core.precision import autocast, resolve_amp
 from ..train.core.seeding import seed_everything
 from .entropy import entropy_rows
 
-__all__ = ["TASKS", "run_fashion_mnist", "run_python_docs_bytes", "run_mqar"]
+__all__ = ["TASKS", "run_fashion_mnist", "run_fashion_scenes", "run_python_docs_bytes", "run_mqar"]
 
 
 def run_fashion_mnist(cell) -> list[dict]:
@@ -135,4 +135,12 @@ def run_mqar(cell) -> list[dict]:
     return rows
 
 
-TASKS = {"fashion_mnist": run_fashion_mnist, "python_docs_bytes": run_python_docs_bytes, "mqar": run_mqar}
+def run_fashion_scenes(cell) -> list[dict]:
+    """mIoU of an FPN segmenter on Fashion scenes, plus forward throughput / peak memory (see ``scenes``)."""
+    from .scenes import run_fashion_scenes as run
+
+    return run(cell)
+
+
+TASKS = {"fashion_mnist": run_fashion_mnist, "fashion_scenes": run_fashion_scenes,
+         "python_docs_bytes": run_python_docs_bytes, "mqar": run_mqar}
