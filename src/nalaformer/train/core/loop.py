@@ -1,6 +1,7 @@
-"""``fit_steps``: a fixed number of optimizer steps over a stream of batches, with the core's precision,
-gradient application (unscale, clip, step, zero) and progress bar. For jobs that bring their own data and
-loss (``nalaformer reproduce``'s MQAR and dense-prediction cells)."""
+"""The shared training step: ``backward`` (used by every trainer) and ``fit_steps``, a fixed number of
+optimizer steps over a stream of batches with the core's precision, gradient application (unscale, clip,
+step, zero) and progress bar, for jobs that bring their own data and loss (``nalaformer reproduce``'s
+MQAR and dense-prediction cells)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from .distributed import apply_gradients
 from .precision import autocast
 from .progress import progress_bar
 
-__all__ = ["fit_steps"]
+__all__ = ["backward", "fit_steps"]
+
+
+def backward(loss: torch.Tensor, scaler=None, accum_steps: int = 1) -> None:
+    """Back-propagate one micro-step's ``loss`` / ``accum_steps`` (through the fp16 GradScaler when given):
+    the step every trainer of the house shares (vision, LM, ``fit_steps``)."""
+    scaled = loss / accum_steps
+    (scaler.scale(scaled) if scaler is not None else scaled).backward()
 
 
 def fit_steps(model: torch.nn.Module, optimizer, batches: Iterator, loss_fn: Callable, steps: int, *,
@@ -31,7 +39,7 @@ def fit_steps(model: torch.nn.Module, optimizer, batches: Iterator, loss_fn: Cal
             loss = loss_fn(next(batches))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
-        (scaler.scale(loss) if scaler else loss).backward()
+        backward(loss, scaler)
         apply_gradients(model, optimizer, scaler, clip)
         if scheduler is not None:
             scheduler.step()
