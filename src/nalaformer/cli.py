@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "eval-lm": "nalaformer.train.lm.evaluate",
     "bench": "nalaformer.bench",
     "analyze": "nalaformer.analyze_command",
+    "reproduce": "nalaformer.reproduce.command",
 }
 
 

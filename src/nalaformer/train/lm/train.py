@@ -37,6 +37,7 @@ from ..core.checkpoint import CheckpointError, find_checkpoint, load_train_state
 from .checkpoint import RUN_FILE, save_lm_checkpoint, save_model_dir
 from .evaluate import evaluate_perplexity
 from .report import FIELDS, plot_lm_metrics
+from ..core.loop import backward
 from ..core.metrics import MetricsLog
 from ..core.precision import autocast, resolve_amp
 from ..core.progress import progress_bar
@@ -179,8 +180,7 @@ class LMRun:
             batch = {k: v.to(env.device) for k, v in self.blocks.batch(indices).items()}
             with no_sync_if(self.wrapped, m < cfg.grad_accum - 1), autocast(env.device, self.amp_dtype):
                 loss = self.wrapped(**batch, use_cache=False).loss
-            scaled = loss / cfg.grad_accum
-            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            backward(loss, self.scaler, cfg.grad_accum)
             loss_sum += loss.item()
         self._apply_gradients()
         return all_reduce_sum([loss_sum / cfg.grad_accum], env)[0] / env.world_size

@@ -23,6 +23,7 @@ from ..core.distributed import (
     all_reduce_sum, apply_gradients, barrier, DistEnv, full_optimizer_state, full_state_dict, init_distributed,
     load_full_state, no_sync_if, unwrap, wrap_model,
 )
+from ..core.loop import backward
 from ..core.metrics import MetricsLog, plot_metrics
 from ..core.precision import autocast, resolve_amp
 from ..core.progress import progress_bar
@@ -272,8 +273,7 @@ class Trainer:
                     loss = self.loss_fn(self.model(x), target)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}")
-                scaled = loss / cfg.accum_steps
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                backward(loss, self.scaler, cfg.accum_steps)
             if last_micro:
                 self._optimizer_step()
             loss_sum += loss.item() * y.shape[0]
