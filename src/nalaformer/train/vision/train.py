@@ -15,6 +15,7 @@ import pathlib
 import time
 
 import torch
+import torch.nn.functional as F
 
 from ..core.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights_atomic
 from ..core.config import (add_dataclass_arguments, changed_settings, config_from_args, describe_changes,
@@ -310,7 +311,7 @@ class Trainer:
                             generator=probe_rng)
         if cfg.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        train_s, eval_s = probe_step_seconds(unwrap(self.dist_model), batch, self.loss_fn, self.num_classes,
+        train_s, eval_s = probe_step_seconds(unwrap(self.dist_model), batch, F.cross_entropy, self.num_classes,
                                              self.amp_dtype)
         train_rate, eval_rate = cfg.batch_size / train_s, cfg.batch_size / eval_s
         eval_images = len(self.data.val.dataset)
