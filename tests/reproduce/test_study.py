@@ -66,3 +66,66 @@ def test_cli_reports_bad_kind_in_one_line(tmp_path, capsys):
     assert main(["reproduce", "--quick", "--attentions", "flash", "--output-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "--attentions" in err and "'flash'" in err and "nala" in err
+
+
+def _row(attention, seed=0, value=0.5):
+    return {"task": "mqar", "attention": attention, "seed": seed, "metric": "accuracy", "value": value,
+            "size": "quick", "seq_len": 32, "num_kv_pairs": 2}
+
+
+def test_processes_sharing_a_directory_keep_each_others_cells(tmp_path):
+    first, second = ResultsStore(tmp_path), ResultsStore(tmp_path)  # both opened before either wrote
+    first.add_cell([_row("nala")])
+    second.add_cell([_row("softmax")])
+    second.add_cell([_row("softmax", value=0.75)])  # a cell written again replaces its rows, never doubles them
+    rows = ResultsStore(tmp_path).rows
+    assert sorted((r["attention"], r["value"]) for r in rows) == [("nala", 0.5), ("softmax", 0.75)]
+
+
+def test_cell_finished_by_another_process_meanwhile_is_skipped(tmp_path, tiny_quick, monkeypatch):
+    from nalaformer.reproduce import tasks
+
+    ran = []
+
+    def fake_mqar(cell):  # while the first cell runs, "another process" finishes the second
+        ran.append(cell.attention)
+        ResultsStore(tmp_path).add_cell([_row("softmax")])
+        return [cell.row("accuracy", 0.25, seq_len=32, num_kv_pairs=2)]
+
+    monkeypatch.setitem(tasks.TASKS, "mqar", fake_mqar)
+    rows = run_study(["mqar"], ["nala", "softmax"], 1, True, "cpu", tmp_path)
+    assert ran == ["nala"] and {r["attention"] for r in rows} == {"nala", "softmax"}
+
+
+def test_data_locations_reach_every_task(tmp_path, tiny_quick, monkeypatch):
+    from nalaformer.reproduce import tasks
+
+    seen = {}
+
+    def record(cell):
+        seen[cell.task] = (cell.settings.get("data_dir"), cell.settings.get("corpus"))
+        return [cell.row("accuracy", 0.5, seq_len=32, num_kv_pairs=2)]
+
+    for task in ("mqar", "fashion_mnist"):
+        monkeypatch.setitem(tasks.TASKS, task, record)
+    run_study(["mqar", "fashion_mnist"], ["nala"], 1, True, "cpu", tmp_path,
+              data={"data_dir": "/fmnist", "corpus": ["/docs"]})
+    assert seen == {"mqar": ("/fmnist", ["/docs"]), "fashion_mnist": ("/fmnist", ["/docs"])}
+    assert "data_dir" not in sizes.QUICK["fashion_mnist"]  # the module's settings are not modified
+
+
+def test_shards_split_the_cells_between_processes(tmp_path, tiny_quick, monkeypatch):
+    from nalaformer.reproduce import tasks
+    from nalaformer.reproduce.command import parse_shard
+
+    ran = []
+    monkeypatch.setitem(tasks.TASKS, "mqar", lambda cell: ran.append((cell.attention, cell.seed)) or
+                        [cell.row("accuracy", 0.5, seq_len=32, num_kv_pairs=2)])
+    run_study(["mqar"], ["nala", "softmax"], 2, True, "cpu", tmp_path, shard=(1, 2))
+    assert ran == [("nala", 1), ("softmax", 1)]
+    rows = run_study(["mqar"], ["nala", "softmax"], 2, True, "cpu", tmp_path, shard=(0, 2))
+    assert len(ran) == 4 and len(rows) == 4
+    assert parse_shard(None) == (0, 1) and parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)

@@ -1,7 +1,13 @@
-"""``results.json``: a list of result rows, rewritten atomically after every finished cell."""
+"""``results.json``: a list of result rows, rewritten atomically after every finished cell.
+
+Several ``nalaformer reproduce`` processes may share one output directory (say one per task on one GPU): each
+write happens under an exclusive lock on ``results.json.lock`` and merges the rows other processes wrote since.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -33,14 +39,29 @@ class ResultsStore:
     def __init__(self, out_dir: str | os.PathLike):
         self.path = pathlib.Path(out_dir) / "results.json"
         self.rows: list[dict] = []
-        if self.path.is_file():
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the rows on disk (other processes may have added cells)."""
+        if not self.path.is_file():
+            return
+        try:
+            rows = json.loads(self.path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--output-dir: {self.path} is not valid JSON ({exc}); move it away") from exc
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"--output-dir: {self.path} is not a list of result rows")
+        self.rows = rows
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                rows = json.loads(self.path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"--output-dir: {self.path} is not valid JSON ({exc}); move it away") from exc
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise ValueError(f"--output-dir: {self.path} is not a list of result rows")
-            self.rows = rows
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     @staticmethod
     def cell_key(task: str, attention: str, seed: int, size: str) -> tuple:
@@ -51,10 +72,16 @@ class ResultsStore:
         return any(self.cell_key(r["task"], r["attention"], r["seed"], r.get("size", "")) == key for r in self.rows)
 
     def add_cell(self, rows: list[dict]) -> None:
-        """Append one finished cell's rows and rewrite the file atomically."""
+        """Add one finished cell's rows to those on disk and rewrite the file atomically (under the lock); a cell
+        another process finished meanwhile is replaced, never doubled."""
         for row in rows:
             missing = [k for k in REQUIRED_KEYS if k not in row]
             if missing:
                 raise ValueError(f"result row lacks {missing}: {row}")
-        self.rows.extend(rows)
-        write_text_atomic(self.path, json.dumps(self.rows, indent=1, default=float))
+        keys = {self.cell_key(r["task"], r["attention"], r["seed"], r.get("size", "")) for r in rows}
+        with self._locked():
+            self.reload()
+            self.rows = [r for r in self.rows
+                         if self.cell_key(r["task"], r["attention"], r["seed"], r.get("size", "")) not in keys]
+            self.rows.extend(rows)
+            write_text_atomic(self.path, json.dumps(self.rows, indent=1, default=float))

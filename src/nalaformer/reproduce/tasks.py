@@ -63,10 +63,20 @@ def run_python_docs_bytes(cell) -> list[dict]:
     extra = dict(params=params, steps=s["steps"], seq_len=s["seq_len"], train_tokens=tokens, wall_s=wall,
                  tokens_per_s=result["tokens_per_s"])
     rows = [cell.row("bits_per_byte", result["val_loss"] / math.log(2), **extra)]
-    torch.manual_seed(cell.seed)
-    batch = {"input_ids": torch.randint(32, 127, (2, min(s["seq_len"], 128)))}  # printable ASCII bytes
+    batch = {"input_ids": _held_out_text(cfg, min(s["seq_len"], 256))}
     return rows + entropy_rows(cell, model.to(cell.device), {k: v.to(cell.device) for k, v in batch.items()},
                                "python_docs_bytes", **extra)
+
+
+def _held_out_text(cfg, length: int, rows: int = 2) -> torch.Tensor:
+    """(rows, length) token ids of held-out documents (the training run's split): real text for the entropy study."""
+    from ..train.lm.build import load_corpus_streams, load_tokenizer
+
+    _, held = load_corpus_streams(cfg.corpus, load_tokenizer(cfg.tokenizer), cfg.held_out, cfg.seed)
+    if len(held) < rows * length:
+        raise ValueError(f"the held-out split has {len(held)} tokens, fewer than the {rows} x {length} the entropy "
+                         "study reads: raise held_out or give a larger --corpus")
+    return torch.as_tensor(held[: rows * length].astype("int64")).view(rows, length)
 
 
 def _mqar_model(s: dict, attention: str):
