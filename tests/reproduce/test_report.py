@@ -39,3 +39,9 @@ def test_plots_are_written(tmp_path):
     names = {p.name for p in written}
     assert {"fashion_mnist_top1.png", "mqar_heatmaps.png"} <= names
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_one_seed_is_shown_without_a_spread():
+    rows = [r for r in _rows() if not (r["attention"] == "nala" and r["seed"] == 1)]
+    table = markdown_table(rows, ["softmax", "nala"])
+    assert "(1 seed)" in table and "± 0.0000 |" in table  # softmax's two equal seeds keep their (zero) std

@@ -32,7 +32,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict], kinds: list[str] | None = None) -> str:
-    """Rows: task / metric / setting; columns: attention kinds; cells ``mean ± std``."""
+    """Rows: task / metric / setting; columns: attention kinds; cells ``mean ± std`` (``mean (1 seed)``)."""
     summary = summarize(rows)
     kinds = kinds or sorted({s["attention"] for s in summary})
     keyed = {(s["task"], s["metric"], s["setting"], s["attention"]): s for s in summary}
@@ -41,7 +41,10 @@ def markdown_table(rows: list[dict], kinds: list[str] | None = None) -> str:
         cells = []
         for kind in kinds:
             s = keyed.get((task, metric, setting, kind))
-            cells.append("" if s is None else f"{s['mean']:.4f} ± {s['std']:.4f}")
+            if s is None:
+                cells.append("")
+            else:  # one seed has no spread: say so instead of printing ± 0
+                cells.append(f"{s['mean']:.4f} ± {s['std']:.4f}" if s["seeds"] > 1 else f"{s['mean']:.4f} (1 seed)")
         lines.append(f"| {task} | {metric} | {setting} | " + " | ".join(cells) + " |")
     seeds = sorted({s["seeds"] for s in summary})
     params = sorted({(s["task"], s["attention"], s["params"]) for s in summary if s["params"]})
