@@ -147,8 +147,9 @@ class CausalAttention(nn.Module):
         return y.view(b, n, c), tail
 
     def _rope(self, layout: TokenLayout, view: str):
-        """Rotary tables for kinds that use them (NaLa), else None."""
-        return layout.rope(self.head_dim, self.rope_theta, view=view) if self.core.uses_rope else None
+        """Rotary tables for kinds that use them in a causal LM (softmax, NaLa and every linear kind), else None."""
+        wanted = self.core.uses_rope or self.core.causal_rope
+        return layout.rope(self.head_dim, self.rope_theta, view=view) if wanted else None
 
     def _recurrent(self, q, k, v, layout: TokenLayout, state, use_cache):
         prev = None if state is None else state.nala

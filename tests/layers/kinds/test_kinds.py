@@ -173,3 +173,46 @@ def test_unknown_kind_is_refused_naming_the_choices():
         create_core("polarity", 2, 7)
     with pytest.raises(ValueError, match="power"):
         create_core("focused", 2, 8, power=float("inf"))
+
+
+@pytest.mark.parametrize("kind", ["relu_linear", "polarity"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_rotary_numerator_matches_the_oracle(kind, causal):
+    """Linear kinds take NaLa's position encoding: rotary angles on the numerator's features only."""
+    from nalaformer import rope_1d
+
+    core = _core(kind, 2, 8).double()
+    q, k, v = _inputs(2, 23, 2, 8, seed=5, dtype=torch.float64)
+    sin, cos = rope_1d(23, 8, per_pair=True, dtype=torch.float64)
+    out = core(q, k, v, causal=causal, rope=(sin, cos))
+    oracle = getattr(zoo_math, f"{kind}_rotary")
+    params = _oracle_params(core)
+    for b in range(2):
+        for h in range(2):
+            hp = {n: t[h] if isinstance(t, torch.Tensor) else t for n, t in params.items()}
+            want = oracle(q[b, :, h], k[b, :, h], v[b, :, h], causal, sin, cos, **hp)
+            assert rel_err(out[b, :, h], want) <= 1e-12
+    assert rel_err(out, core(q, k, v, causal=causal)) > 1e-3  # the angles do change the result
+
+
+@pytest.mark.parametrize("kind", [k for k in RECURRENT if k not in ("nala", "nala_cosine")])
+def test_rotary_state_and_decoding_equal_one_pass(kind):
+    from nalaformer import rope_1d
+
+    core = _core(kind, 2, 8).double()
+    q, k, v = _inputs(2, 21, 2, 8, seed=12, dtype=torch.float64)
+    sin, cos = rope_1d(21, 8, per_pair=True, dtype=torch.float64)
+    full, state = core(q, k, v, causal=True, rope=(sin, cos), output_final_state=True)
+    _, mid = core(q[:, :9], k[:, :9], v[:, :9], causal=True, rope=(sin[:9], cos[:9]), output_final_state=True)
+    second = core(q[:, 9:], k[:, 9:], v[:, 9:], causal=True, rope=(sin[9:], cos[9:]), initial_state=mid)
+    assert rel_err(second, full[:, 9:]) <= 1e-12
+    st, steps = None, []
+    for t in range(21):
+        o, st = core.step(q[:, t], k[:, t], v[:, t], st, rope=(sin[t], cos[t]))
+        steps.append(o)
+    assert rel_err(torch.stack(steps, 1), full) <= 1e-12 and rel_err(st.kv, state.kv) <= 1e-12
+    restart = tuple(torch.cat([t[:9], t[:12]]) for t in (sin, cos))  # each packed sequence from position 0
+    packed = core(q[:1], k[:1], v[:1], causal=True, rope=restart, cu_seqlens=torch.tensor([0, 9, 21]))
+    parts = [core(q[:1, s:e], k[:1, s:e], v[:1, s:e], causal=True, rope=(sin[:e - s], cos[:e - s]))
+             for s, e in ((0, 9), (9, 21))]
+    assert rel_err(packed, torch.cat(parts, 1)) <= 1e-12

@@ -93,3 +93,44 @@ def attention(kind: str, q, k, v, causal: bool, **params) -> torch.Tensor:
             heads.append(ORACLES[kind](q[bi, :, hi], k[bi, :, hi], v[bi, :, hi], causal, **per_head))
         out.append(torch.stack(heads, 1))
     return torch.stack(out)
+
+
+def rotate(phi, sin, cos, head_dim):
+    """Rotate interleaved pairs (2m, 2m+1) of every head_dim chunk of phi (N, F) by the angles of sin, cos
+    (N, head_dim / 2)."""
+    x = phi.unflatten(-1, (-1, head_dim // 2, 2))
+    s, c = sin[:, None, :], cos[:, None, :]
+    r0 = x[..., 0] * c - x[..., 1] * s
+    r1 = x[..., 1] * c + x[..., 0] * s
+    return torch.stack([r0, r1], -1).flatten(1)
+
+
+def normalised_rotary(num_scores, den_scores, v, causal):
+    """o_i = (sum_j a_ij v_j / n_i) / (sum_j s_ij / n_i + eps): a the rotated numerator scores, s the plain ones."""
+    n = den_scores.shape[0]
+    if causal:
+        keep = torch.ones(n, n, dtype=v.dtype).tril()
+        num_scores, den_scores = num_scores * keep, den_scores * keep
+        count = torch.arange(1, n + 1, dtype=v.dtype)[:, None]
+    else:
+        count = torch.full((n, 1), float(n), dtype=v.dtype)
+    return (num_scores / count) @ v / ((den_scores / count).sum(-1, keepdim=True) + EPS)
+
+
+def relu_linear_rotary(q, k, v, causal, sin, cos, **_):
+    phq, phk = torch.relu(q), torch.relu(k)
+    d = q.shape[-1]
+    return normalised_rotary(rotate(phq, sin, cos, d) @ rotate(phk, sin, cos, d).T, phq @ phk.T, v, causal)
+
+
+def polarity_rotary(q, k, v, causal, sin, cos, scale, power, **_):
+    """Features [pos, neg] (2D wide); each D-half rotated alike; same-sign / opposite-sign on the v halves."""
+    d = q.shape[-1]
+    qs, ks = q / scale, k / scale
+    qp, qn, kp, kn = (torch.relu(t) ** power for t in (qs, -qs, ks, -ks))
+    fk = torch.cat([kp, kn], -1)
+    half = v.shape[-1] // 2
+    outs = []
+    for fq, vh in ((torch.cat([qp, qn], -1), v[:, :half]), (torch.cat([qn, qp], -1), v[:, half:])):
+        outs.append(normalised_rotary(rotate(fq, sin, cos, d) @ rotate(fk, sin, cos, d).T, fq @ fk.T, vh, causal))
+    return torch.cat(outs, -1)

@@ -97,3 +97,18 @@ def test_every_registry_kind_builds_and_round_trips(tmp_path):
         assert loaded.config.attn_type == kind
         ids = random_ids(1, 6)
         assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+@pytest.mark.parametrize("kind", tuple(KINDS))
+@torch.no_grad()
+def test_every_kind_sees_token_order(kind):
+    """One layer, no short conv: the last token's output must change when two earlier tokens swap places.
+    Without position information a linear kind's prefix sum is blind to order (it was, before the linear
+    kinds took NaLa's rotary numerator)."""
+    model = _kind_model(kind, num_hidden_layers=1)
+    ids = random_ids(1, 9)
+    swapped = ids.clone()
+    swapped[:, [2, 5]] = ids[:, [5, 2]]
+    assert not torch.equal(ids, swapped)
+    last, last_swapped = model(ids).logits[:, -1], model(swapped).logits[:, -1]
+    assert (last - last_swapped).abs().max() > 1e-4 * last.abs().max()

@@ -28,12 +28,14 @@ class AttentionCore(nn.Module):
     """Base of the attention kinds. q, k (B, N, H, D), v (B, N, H, Dv) -> (B, N, H, Dv).
 
     Class attributes: ``name`` (registry key), ``uses_rope`` (the layer passes rotary tables),
+    ``causal_rope`` (the causal LM layer passes rotary tables even where the vision layer does not),
     ``recurrent`` (a fixed-size state for decoding), ``vision_dwc`` (kernel of a per-head depthwise
     conv on v the vision layer adds to the output, 0 = none), ``groups`` (value groups of the rows).
     """
 
     name: ClassVar[str] = ""
     uses_rope: ClassVar[bool] = False
+    causal_rope: ClassVar[bool] = False
     recurrent: ClassVar[bool] = True
     vision_dwc: ClassVar[int] = 0
     groups: ClassVar[int] = 1
@@ -79,6 +81,10 @@ class LinearAttentionCore(AttentionCore):
     values, broadcastable to (H, D)). ``eps``: the denominator epsilon.
     """
 
+    # In a causal LM every kind gets the position information NaLa gets: rotary angles on the numerator's
+    # features (the published kinds have none of their own there; in vision their layers' convs carry position).
+    causal_rope = True
+
     def __init__(self, num_heads: int, head_dim: int, *, params=None, eps: float = 1e-6):
         super().__init__(num_heads, head_dim)
         self.eps = eps
@@ -99,7 +105,7 @@ class LinearAttentionCore(AttentionCore):
             phq, phk = self._features(q, k)
             out = linear_attention(phq, phk, v.to(phq.dtype), causal=causal, eps=self.eps,
                                    initial_state=initial_state, output_final_state=output_final_state,
-                                   cu_seqlens=cu_seqlens, backend=backend)
+                                   cu_seqlens=cu_seqlens, backend=backend, rope=rope, head_dim=q.shape[-1])
         if output_final_state:
             return out[0].to(q.dtype), out[1]
         return out.to(q.dtype)
@@ -107,7 +113,8 @@ class LinearAttentionCore(AttentionCore):
     def step(self, q, k, v, state, *, rope=None):
         with autocast_disabled(q.device.type):
             phq, phk = self._features(q, k)
-            o, new = linear_decode_step(phq, phk, v.to(phq.dtype), state, eps=self.eps)
+            o, new = linear_decode_step(phq, phk, v.to(phq.dtype), state, eps=self.eps, rope=rope,
+                                        head_dim=q.shape[-1])
         return o.to(q.dtype), new
 
     def weights(self, q, k, *, causal: bool = False):
