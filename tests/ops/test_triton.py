@@ -225,6 +225,47 @@ def test_unchecked_offsets_stay_in_range(causal):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("segments", [1, 3])
+@pytest.mark.parametrize("inhibit", ["relu", "cosine"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_huge_keys_are_exact(monkeypatch, causal, inhibit, segments):
+    """|k|^3 overflows float32 from |k| ~ 7e12: the kernels see keys scaled by a power of two, eps and the
+    states scaled alike (scale free), so outputs, final state and all gradients stay exact."""
+    import nalaformer.ops.triton._ops as ops
+
+    monkeypatch.setattr(ops, "CAUSAL_SEGMENTS", segments)
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 37, 2, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    for magnitude in (1e10, 1e30):  # 1e10: the carried state (~1e32) itself still fits float32
+        kw = dict(causal=causal, inhibit=inhibit, rope=rope_1d(37, 16, dtype=torch.float64))
+        with_state = causal and magnitude == 1e10
+        state = _prefix_state(1, 2, 16, 16, seed=4, device="cpu") if with_state else None
+        if with_state:
+            state = NaLaState(state.kv * magnitude ** 3, state.k_sum * magnitude ** 3, state.count)
+            kw["output_final_state"] = True
+        ins = [t.float().requires_grad_() for t in (q, k * magnitude, v)]
+        ref_ins = [t.detach().double().requires_grad_() for t in ins]
+        init = None if state is None else NaLaState(state.kv.float().requires_grad_(),
+                                                    state.k_sum.float().requires_grad_(), state.count)
+        ref_init = None if state is None else NaLaState(*(t.detach().double().requires_grad_() for t in init[:2]),
+                                                        state.count)
+        out = nala_attention(*ins, backend="triton", initial_state=init,
+                             **{**kw, "rope": tuple(t.float() for t in kw["rope"])})
+        ref = nala_attention_reference(*ref_ins, initial_state=ref_init, **kw)
+        outs, refs = (out, ref) if with_state else ((out,), (ref,))
+        loss = loss_ref = 0
+        for a, r in zip([outs[0], *outs[1][:2]] if with_state else outs,
+                        [refs[0], *refs[1][:2]] if with_state else refs):
+            assert _rel(a, r) <= 1e-5, magnitude
+            w = torch.randn(r.shape, generator=g, dtype=torch.float64) / r.detach().abs().mean()
+            loss, loss_ref = loss + (a.double() * w).sum(), loss_ref + (r * w).sum()
+        loss.backward()
+        loss_ref.backward()
+        pairs = list(zip(ins, ref_ins)) + (list(zip(init[:2], ref_init[:2])) if with_state else [])
+        for a, r in pairs:
+            assert _rel(a.grad, r.grad) <= 1e-5, magnitude
+
+
 @pytest.mark.parametrize("inhibit", ["relu", "cosine"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("lam", [3.0, 2.5])

@@ -392,12 +392,36 @@ def _den_state(h0e, h1e, h0o, h1o, m0e, m1e, m0o, m1o):
 
 # ----------------------------------------------------------------------------------------------
 # non-causal: pass 1 (state sums), pass 2 (outputs), backward q side, backward k/v side
+@triton.jit
+def _key_scale(KMAX, klimit, lam, POW3: tl.constexpr):
+    """(s, s^lam): the power of two the keys are multiplied by before their power (NaLa is scale free in k;
+    see _ops.key_scale_of). s = 1 unless max|k| (*KMAX) >= 2^klimit; a NaN or inf maximum is not scaled.
+    Integer bit arithmetic, so s is exactly the PyTorch side's."""
+    bits = tl.load(KMAX).to(tl.int32, bitcast=True)
+    expo = (bits >> 23) & 255
+    ceil_log2 = expo - 127 + ((bits & 8388607) != 0).to(tl.int32)
+    excess = tl.maximum(ceil_log2 - klimit, 0)
+    excess = tl.where(expo == 255, 0, excess)
+    s = ((127 - excess) << 23).to(tl.float32, bitcast=True)
+    if POW3:
+        spow = s * s * s
+    else:
+        spow = tl.exp2(-excess.to(tl.float32) * lam)
+    return s, spow
+
+
+@triton.jit
+def _scaled_eps(eps, spow):
+    """eps in the scaled keys' units (never flushed to 0: a row with no feature mass stays 0 / eps)."""
+    return tl.maximum(eps * spow, 1.1754943508222875e-38)
+
+
 # ----------------------------------------------------------------------------------------------
 @triton.jit
 def nc_fwd_state_kernel(
     K, V, SIN, COS, CU, SW, MW,
     skb, skn, skh, svb, svn, svh, srn,
-    N, H, lam, alpha, norm_eps, blocks_per_split, n_split,
+    N, H, lam, alpha, norm_eps, blocks_per_split, n_split, KMAX, klimit,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, POW3: tl.constexpr, VARLEN: tl.constexpr,
     LOWP: tl.constexpr, PREFETCH: tl.constexpr, PER_SPLIT: tl.constexpr,
@@ -407,6 +431,7 @@ def nc_fwd_state_kernel(
     NV: tl.constexpr = DV // BLOCK_DV
     pid0 = tl.program_id(0)
     h = tl.program_id(1)
+    ks, kpow = _key_scale(KMAX, klimit, lam, POW3)
     s = tl.program_id(2)
     pid_split = pid0 // NV
     col0 = (pid0 % NV) * BLOCK_DV
@@ -427,7 +452,7 @@ def nc_fwd_state_kernel(
         rows = n0 + offs
         mask = rows < hi
         ke, ko, k_nx = _fetch(kbase, rows, hi, skn, k_nx, BLOCK_N, D, PREFETCH)
-        h0e, h1e, h0o, h1o = _k_features(ke, ko, lam, alpha, norm_eps, RELU, POW3)
+        h0e, h1e, h0o, h1o = _k_features(ke * ks, ko * ks, lam, alpha, norm_eps * ks, RELU, POW3)
         m0e += tl.sum(h0e, 0)
         m1e += tl.sum(h1e, 0)
         m0o += tl.sum(h0o, 0)
@@ -452,15 +477,16 @@ def nc_fwd_state_kernel(
 def nc_fwd_out_kernel(
     Q, SIN, COS, CU, SW, MW, O, Z,
     sqb, sqn, sqh, sob, son, soh, srn,
-    N, H, lam, tau, alpha, norm_eps, eps, blocks_per_split,
+    N, H, lam, tau, alpha, norm_eps, eps, blocks_per_split, KMAX, klimit,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr, LOWP: tl.constexpr, PREFETCH: tl.constexpr,
-    STORE_DEN: tl.constexpr,
+    STORE_DEN: tl.constexpr, POW3: tl.constexpr,
 ):
     """o = (R phi_q)^T S / (phi_q . m + eps); with STORE_DEN also the denominator per token into Z (B, H, N)."""
     NV: tl.constexpr = DV // BLOCK_DV
     pid0 = tl.program_id(0)
     h = tl.program_id(1)
+    ks, kpow = _key_scale(KMAX, klimit, lam, POW3)
     s = tl.program_id(2)
     pid_split = pid0 // NV
     col0 = (pid0 % NV) * BLOCK_DV
@@ -484,7 +510,7 @@ def nc_fwd_out_kernel(
             mask = rows < hi
             qe, qo, q_nx = _fetch(qbase, rows, hi, sqn, q_nx, BLOCK_N, D, PREFETCH)
             h0e, h1e, h0o, h1o = _q_features(qe, qo, lam, tau, alpha, norm_eps, RELU)
-            den = _den_state(h0e, h1e, h0o, h1o, m0e, m1e, m0o, m1o) + eps
+            den = _den_state(h0e, h1e, h0o, h1o, m0e, m1e, m0o, m1o) + _scaled_eps(eps, kpow)
             re, ro = _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE, LOWP)
             num = _dot(re, s_e, None, LOWP)
             num = _dot(ro, s_o, num, LOWP)
@@ -580,13 +606,14 @@ def nc_bwd_qside_kernel(
 def nc_bwd_kv_kernel(
     K, V, SIN, COS, CU, DSW, DMW, DK, DVv,
     skb, skn, skh, svb, svn, svh, sdkb, sdkn, sdkh, sdvb, sdvn, sdvh, srn,
-    N, H, lam, alpha, norm_eps, blocks_per_split,
+    N, H, lam, alpha, norm_eps, blocks_per_split, KMAX, klimit,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, POW3: tl.constexpr, VARLEN: tl.constexpr,
     LOWP: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     pid_split = tl.program_id(0)
     h = tl.program_id(1)
+    ks, kpow = _key_scale(KMAX, klimit, lam, POW3)
     s = tl.program_id(2)
     b, start, end = _seq_bounds(CU, s, N, VARLEN)
     lo = start + pid_split * blocks_per_split * BLOCK_N
@@ -608,7 +635,7 @@ def nc_bwd_kv_kernel(
             rows = n0 + offs
             mask = rows < hi
             ke, ko, k_nx = _fetch(kbase, rows, hi, skn, k_nx, BLOCK_N, D, PREFETCH)
-            h0e, h1e, h0o, h1o = _k_features(ke, ko, lam, alpha, norm_eps, RELU, POW3)
+            h0e, h1e, h0o, h1o = _k_features(ke * ks, ko * ks, lam, alpha, norm_eps * ks, RELU, POW3)
             re, ro = _rotated(h0e, h1e, h0o, h1o, SIN, COS, rows, srn, mask, BLOCK_N, D, HAS_ROPE, LOWP)
             dv = _dot(re, ds_e, None, LOWP)
             dv = _dot(ro, ds_o, dv, LOWP)
@@ -621,8 +648,8 @@ def nc_bwd_kv_kernel(
             g1e += dm1e[None, :]
             g0o += dm0o[None, :]
             g1o += dm1o[None, :]
-            dke, dko = _k_features_bwd(ke, ko, g0e, g1e, g0o, g1o, lam, alpha, norm_eps, RELU, POW3)
-            _store_tile(dkbase, rows, sdkn, 0, mask, _join(dke, dko, BLOCK_N, D), BLOCK_N, D)
+            dke, dko = _k_features_bwd(ke * ks, ko * ks, g0e, g1e, g0o, g1o, lam, alpha, norm_eps * ks, RELU, POW3)
+            _store_tile(dkbase, rows, sdkn, 0, mask, _join(dke * ks, dko * ks, BLOCK_N, D), BLOCK_N, D)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -633,7 +660,7 @@ def c_fwd_kernel(
     Q, K, V, SIN, COS, CU, S0, M0, CNT0, O, Z, SF, MF,
     sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sob, son, soh, srn,
     s0s, s0h, s0g, s0f, m0s, m0h, m0g,
-    N, H, lam, tau, alpha, norm_eps, eps, n_seg, seg_len,
+    N, H, lam, tau, alpha, norm_eps, eps, n_seg, seg_len, KMAX, klimit,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, POW3: tl.constexpr, VARLEN: tl.constexpr,
     HAS_INIT: tl.constexpr, HAS_CNT: tl.constexpr, STORE_FINAL: tl.constexpr, LOWP: tl.constexpr,
@@ -641,6 +668,7 @@ def c_fwd_kernel(
     """Tokens [lo, hi) of one segment of one sequence, from the state entering the segment (S0[s, h, seg])."""
     col0 = tl.program_id(0) * BLOCK_DV
     h = tl.program_id(1)
+    ks, kpow = _key_scale(KMAX, klimit, lam, POW3)
     s = tl.program_id(2) // n_seg
     seg = tl.program_id(2) % n_seg
     b, start, end = _seq_bounds(CU, s, N, VARLEN)
@@ -671,7 +699,7 @@ def c_fwd_kernel(
         rows = c0 + offs
         mask = rows < hi
         ke, ko = _load_pairs(kbase, rows, skn, mask, BLOCK_C, D)
-        k0e, k1e, k0o, k1o = _k_features(ke, ko, lam, alpha, norm_eps, RELU, POW3)
+        k0e, k1e, k0o, k1o = _k_features(ke * ks, ko * ks, lam, alpha, norm_eps * ks, RELU, POW3)
         ks0e = tl.sum(k0e, 0)
         ks1e = tl.sum(k1e, 0)
         ks0o = tl.sum(k0o, 0)
@@ -685,7 +713,7 @@ def c_fwd_kernel(
         dsc = _dot(_op(_join(q0e, q1e, BLOCK_C, D), LOWP), tl.trans(kue), None, LOWP)
         dsc = _dot(_op(_join(q0o, q1o, BLOCK_C, D), LOWP), tl.trans(kuo), dsc, LOWP)
         den += tl.sum(tl.where(causal, dsc, 0.0), 1)
-        z = den + eps * (cnt0 + (rows - start + 1).to(tl.float32))
+        z = den + _scaled_eps(eps, kpow) * (cnt0 + (rows - start + 1).to(tl.float32))
         rqe, rqo = _rotated(q0e, q1e, q0o, q1o, SIN, COS, rows, srn, mask, BLOCK_C, D, HAS_ROPE, LOWP)
         sc = _dot(rqe, tl.trans(rke), None, LOWP)
         sc = _op(tl.where(causal, _dot(rqo, tl.trans(rko), sc, LOWP), 0.0), LOWP)
@@ -713,7 +741,7 @@ def c_bwd_q_kernel(
     Q, K, V, DO, O, Z, SIN, COS, CU, S0, M0, DQ, DZ, TQ, TQM,
     sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sdob, sdon, sdoh, sob, son, soh, sdqb, sdqn, sdqh, srn,
     s0s, s0h, s0g, s0f, m0s, m0h, m0g,
-    N, H, lam, tau, alpha, norm_eps, n_seg, seg_len,
+    N, H, lam, tau, alpha, norm_eps, n_seg, seg_len, KMAX, klimit,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_C: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, POW3: tl.constexpr, VARLEN: tl.constexpr,
     HAS_INIT: tl.constexpr, QSUM: tl.constexpr, LOWP: tl.constexpr,
@@ -721,6 +749,7 @@ def c_bwd_q_kernel(
     """Forward sweep over one segment: dq (needs the prefix state) and dz = -(dO . o) / z per token.
     QSUM: also store the segment's totals sum R phi_q dnum^T and sum phi_q dz into TQ/TQM (S, H, n_seg, ...)."""
     h = tl.program_id(1)
+    ks, kpow = _key_scale(KMAX, klimit, lam, POW3)
     s = tl.program_id(2) // n_seg
     seg = tl.program_id(2) % n_seg
     b, start, end = _seq_bounds(CU, s, N, VARLEN)
@@ -757,7 +786,7 @@ def c_bwd_q_kernel(
         rows = c0 + offs
         mask = rows < hi
         ke, ko = _load_pairs(kbase, rows, skn, mask, BLOCK_C, D)
-        k0e, k1e, k0o, k1o = _k_features(ke, ko, lam, alpha, norm_eps, RELU, POW3)
+        k0e, k1e, k0o, k1o = _k_features(ke * ks, ko * ks, lam, alpha, norm_eps * ks, RELU, POW3)
         ks0e = tl.sum(k0e, 0)
         ks1e = tl.sum(k1e, 0)
         ks0o = tl.sum(k0o, 0)
@@ -815,7 +844,7 @@ def c_bwd_q_kernel(
 def c_bwd_kv_kernel(
     Q, K, V, DO, Z, DZ, SIN, COS, CU, DSF, DMF, DK, DVv, DS0, DM0,
     sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sdob, sdon, sdoh, sdkb, sdkn, sdkh, sdvb, sdvn, sdvh, srn,
-    N, H, lam, tau, alpha, norm_eps, n_seg, seg_len, dsf_slots, dsf_step,
+    N, H, lam, tau, alpha, norm_eps, n_seg, seg_len, dsf_slots, dsf_step, KMAX, klimit,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_C: tl.constexpr,
     HAS_ROPE: tl.constexpr, RELU: tl.constexpr, POW3: tl.constexpr, VARLEN: tl.constexpr,
     HAS_DFINAL: tl.constexpr, STORE_DINIT: tl.constexpr, LOWP: tl.constexpr,
@@ -823,6 +852,7 @@ def c_bwd_kv_kernel(
     """Reverse sweep over one segment: dk, dv, and the gradient of the state entering it.
     The gradient w.r.t. the state leaving the segment is read from DSF/DMF at slot (s, h[, seg])."""
     h = tl.program_id(1)
+    ks, kpow = _key_scale(KMAX, klimit, lam, POW3)
     s = tl.program_id(2) // n_seg
     seg = tl.program_id(2) % n_seg
     b, start, end = _seq_bounds(CU, s, N, VARLEN)
@@ -869,7 +899,7 @@ def c_bwd_kv_kernel(
         z = tl.load(zbase + rows, mask=mask, other=1.0)
         dnum = _op(_load_tile(dobase, rows, sdon, 0, mask, BLOCK_C, DV) / z[:, None], LOWP)
         ke, ko = _load_pairs(kbase, rows, skn, mask, BLOCK_C, D)
-        k0e, k1e, k0o, k1o = _k_features(ke, ko, lam, alpha, norm_eps, RELU, POW3)
+        k0e, k1e, k0o, k1o = _k_features(ke * ks, ko * ks, lam, alpha, norm_eps * ks, RELU, POW3)
         rke, rko = _rotated(k0e, k1e, k0o, k1o, SIN, COS, rows, srn, mask, BLOCK_C, D, HAS_ROPE, LOWP)
         v = _op(_load_tile(vbase, rows, svn, 0, mask, BLOCK_C, DV), LOWP)
         ge_op = _op(g_e, LOWP)
@@ -898,8 +928,8 @@ def c_bwd_kv_kernel(
         g0o += p0o + gm0o[None, :]
         g1o += p1o + gm1o[None, :]
         ke, ko = _load_pairs(kbase, rows, skn, mask, BLOCK_C, D)
-        dke, dko = _k_features_bwd(ke, ko, g0e, g1e, g0o, g1o, lam, alpha, norm_eps, RELU, POW3)
-        _store_tile(dkbase, rows, sdkn, 0, mask, _join(dke, dko, BLOCK_C, D), BLOCK_C, D)
+        dke, dko = _k_features_bwd(ke * ks, ko * ks, g0e, g1e, g0o, g1o, lam, alpha, norm_eps * ks, RELU, POW3)
+        _store_tile(dkbase, rows, sdkn, 0, mask, _join(dke * ks, dko * ks, BLOCK_C, D), BLOCK_C, D)
         gm0e += qz0e
         gm1e += qz1e
         gm0o += qz0o

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 from dataclasses import dataclass
 
@@ -81,6 +82,7 @@ class _Plan:
     nseq: int
     max_len: int
     n_sm: int
+    klimit: int  # keys are scaled down once max|k| >= 2^klimit (|k|^lam would near fp32's range)
 
 
 @functools.cache
@@ -104,7 +106,27 @@ def _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens, max_seqle
     return _Plan(relu=inhibit == "relu", lam=float(lam), tau=float(tau), alpha=float(alpha), eps=float(eps),
                  norm_eps=float(norm_eps), pow3=float(lam) == 3.0,
                  lowp=(q.dtype in (torch.float16, torch.bfloat16)) and not interpret, interpret=interpret,
-                 varlen=cu_seqlens is not None, nseq=nseq, max_len=max(int(max_len), 1), n_sm=n_sm)
+                 varlen=cu_seqlens is not None, nseq=nseq, max_len=max(int(max_len), 1), n_sm=n_sm,
+                 klimit=math.floor(math.log2(torch.finfo(torch.float32).max) / (2 * float(lam))))
+
+
+def key_max(k: torch.Tensor) -> torch.Tensor:
+    """max|k| as a 1-element fp32 tensor (one reduction, on the device: no sync). The kernels derive the
+    power of two they scale the keys by from it (``_key_scale`` in _kernels, :func:`key_scale_of` here)."""
+    return torch.linalg.vector_norm(k, float("inf"), dtype=torch.float32).reshape(1)
+
+
+def key_scale_of(kmax: torch.Tensor, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, s^lam) exactly as the kernels compute them: s = 2^-max(0, ceil(log2 max|k|) - klimit), 1 for a
+    NaN or inf maximum. NaLa is scale free in k: keys times s scale numerator, denominator, states and (scaled
+    alike) eps by s^lam, so with huge keys the result is exact instead of an overflowed |k|^lam."""
+    bits = kmax.view(torch.int32)
+    expo = (bits >> 23) & 255
+    ceil_log2 = expo - 127 + ((bits & 0x7FFFFF) != 0).to(torch.int32)
+    excess = torch.where(expo == 255, 0, (ceil_log2 - plan.klimit).clamp_min(0))
+    scale = ((127 - excess) << 23).view(torch.float32)
+    spow = scale * scale * scale if plan.pow3 else torch.exp2(-excess.to(torch.float32) * plan.lam)
+    return scale, spow
 
 
 def _split(max_len: int, block: int, programs: int, n_sm: int, cps: int = 2) -> tuple[int, int]:
@@ -294,7 +316,7 @@ def _zero_workspaces(nseq: int, h: int, d: int, dv: int, dev) -> tuple[torch.Ten
     return (flat, *_split_workspace(flat, nseq, h, d, dv))
 
 
-def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
+def _nc_forward(q, k, v, sin, cos, cu, kmax, plan: _Plan, store_den: bool):
     kern = load_kernels(plan.interpret)
     b, n, h, d = q.shape
     dv = v.shape[-1]
@@ -312,7 +334,7 @@ def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
         grid = (split * (dv // cfg["BLOCK_DV"]), h, plan.nseq)
         _launch(kern.nc_fwd_state_kernel, grid, cfg, k, v, sin_, cos_, cu_, sw, mw,
                 k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), srn,
-                n, h, plan.lam, plan.alpha, plan.norm_eps, bps, split,
+                n, h, plan.lam, plan.alpha, plan.norm_eps, bps, split, kmax, plan.klimit,
                 D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], POW3=plan.pow3, PER_SPLIT=False, **fl)
 
     _tuned_run("nc_state", d, dv, q, plan, run_state, reset=lambda: (sw.zero_(), mw.zero_()))
@@ -322,14 +344,15 @@ def _nc_forward(q, k, v, sin, cos, cu, plan: _Plan, store_den: bool):
         grid = (split * (dv // cfg["BLOCK_DV"]), h, plan.nseq)
         _launch(kern.nc_fwd_out_kernel, grid, cfg, q, sin_, cos_, cu_, sw, mw, o, z if store_den else o,
                 q.stride(0), q.stride(1), q.stride(2), o.stride(0), o.stride(1), o.stride(2), srn,
-                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, bps,
-                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], STORE_DEN=store_den, **fl)
+                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, bps, kmax, plan.klimit,
+                D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], STORE_DEN=store_den, POW3=plan.pow3,
+                **fl)
 
     _tuned_run("nc_out", d, dv, q, plan, run_out)
     return o, z, flat  # flat: the S and m sums (_split_workspace)
 
 
-def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, plan: _Plan, need_q: bool, need_kv: bool):
+def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, kmax, plan: _Plan, need_q: bool, need_kv: bool):
     kern = load_kernels(plan.interpret)
     _, n, h, d = q.shape
     dv = v.shape[-1]
@@ -386,7 +409,7 @@ def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, plan: _Plan, need_q: boo
         _launch(kern.nc_bwd_kv_kernel, (split, h, plan.nseq), cfg, k, v, sin_, cos_, cu_, dsw, dmw, dk, dvv,
                 k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
                 dk.stride(0), dk.stride(1), dk.stride(2), dvv.stride(0), dvv.stride(1), dvv.stride(2), srn,
-                n, h, plan.lam, plan.alpha, plan.norm_eps, bps,
+                n, h, plan.lam, plan.alpha, plan.norm_eps, bps, kmax, plan.klimit,
                 D=d, DV=dv, BLOCK_N=cfg["BLOCK"], POW3=plan.pow3, **fl)
 
     _tuned_run("nc_bwd_kv", d, dv, q, plan, run_kv)
@@ -395,20 +418,20 @@ def _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, plan: _Plan, need_q: boo
 
 class _NonCausal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, sin, cos, cu, plan):
+    def forward(ctx, q, k, v, sin, cos, cu, kmax, plan):
         train = any(ctx.needs_input_grad[:3])
-        o, z, flat = _nc_forward(q, k, v, sin, cos, cu, plan, store_den=train)
+        o, z, flat = _nc_forward(q, k, v, sin, cos, cu, kmax, plan, store_den=train)
         if train:
-            ctx.save_for_backward(q, k, v, o, z, sin, cos, cu, flat)
+            ctx.save_for_backward(q, k, v, o, z, sin, cos, cu, flat, kmax)
         ctx.plan = plan
         return o
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, o, z, sin, cos, cu, flat = ctx.saved_tensors
+        q, k, v, o, z, sin, cos, cu, flat, kmax = ctx.saved_tensors
         nq, nk, nv = ctx.needs_input_grad[:3]
-        dq, dk, dv = _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, ctx.plan, nq, nk or nv)
-        return dq, dk, dv, None, None, None, None
+        dq, dk, dv = _nc_backward(do, q, k, v, o, z, sin, cos, cu, flat, kmax, ctx.plan, nq, nk or nv)
+        return dq, dk, dv, None, None, None, None, None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -436,7 +459,7 @@ def _exclusive_prefix(t: torch.Tensor, reverse: bool = False) -> tuple[torch.Ten
     return inc - t, inc[:, :, 0] if reverse else inc[:, :, -1]
 
 
-def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan: _Plan, store_final: bool):
+def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, kmax, plan: _Plan, store_final: bool):
     kern = load_kernels(plan.interpret)
     b, n, h, d = q.shape
     dv = v.shape[-1]
@@ -457,7 +480,7 @@ def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan: _Plan, store_final: 
             grid = (nseg * (dv // cfg["BLOCK_DV"]), h, plan.nseq)
             _launch(kern.nc_fwd_state_kernel, grid, cfg, k, v, sin_, cos_, cu_, t, tm,
                     k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), srn,
-                    n, h, plan.lam, plan.alpha, plan.norm_eps, seg_len // cfg["BLOCK"], nseg,
+                    n, h, plan.lam, plan.alpha, plan.norm_eps, seg_len // cfg["BLOCK"], nseg, kmax, plan.klimit,
                     D=d, DV=dv, BLOCK_N=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], POW3=plan.pow3, PER_SPLIT=True,
                     **fl)
 
@@ -491,6 +514,7 @@ def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan: _Plan, store_final: 
                 q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                 v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), srn,
                 *s0st, *m0st, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, plan.eps, nseg, seg_len,
+                kmax, plan.klimit,
                 D=d, DV=dv, BLOCK_C=cfg["BLOCK"], BLOCK_DV=cfg["BLOCK_DV"], POW3=plan.pow3,
                 HAS_INIT=has_init, HAS_CNT=cnt0 is not None, STORE_FINAL=in_kernel_final, **fl)
 
@@ -498,7 +522,7 @@ def _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan: _Plan, store_final: 
     return o, z, sf, mf, (s0, m0, nseg, seg_len)
 
 
-def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu, plan: _Plan,
+def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu, kmax, plan: _Plan,
                 need_init: bool):
     kern = load_kernels(plan.interpret)
     _, n, h, d = q.shape
@@ -534,7 +558,7 @@ def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu
                 q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                 v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
                 o.stride(0), o.stride(1), o.stride(2), dq.stride(0), dq.stride(1), dq.stride(2), srn,
-                *s0st, *m0st, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, nseg, seg_len,
+                *s0st, *m0st, n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, nseg, seg_len, kmax, plan.klimit,
                 D=d, DV=dv, BLOCK_C=cfg["BLOCK"], POW3=plan.pow3, HAS_INIT=has_init, QSUM=qsum, **fl)
 
     _tuned_run("c_bwd_q", d, dv, q, plan, run_q)
@@ -569,7 +593,7 @@ def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu
                 q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                 v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
                 dk.stride(0), dk.stride(1), dk.stride(2), dvv.stride(0), dvv.stride(1), dvv.stride(2), srn,
-                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, nseg, seg_len, slots, step,
+                n, h, plan.lam, plan.tau, plan.alpha, plan.norm_eps, nseg, seg_len, slots, step, kmax, plan.klimit,
                 D=d, DV=dv, BLOCK_C=cfg["BLOCK"], POW3=plan.pow3, HAS_DFINAL=kv_dfinal,
                 STORE_DINIT=kv_dinit, **fl)
 
@@ -579,10 +603,10 @@ def _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, nseg, seg_len, cu
 
 class _Causal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan, store_final):
-        o, z, sf, mf, (s0, m0, nseg, seg_len) = _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan,
+    def forward(ctx, q, k, v, sin, cos, kv0, ks0, cnt0, cu, kmax, plan, store_final):
+        o, z, sf, mf, (s0, m0, nseg, seg_len) = _c_forward(q, k, v, sin, cos, kv0, ks0, cnt0, cu, kmax, plan,
                                                           store_final)
-        ctx.save_for_backward(q, k, v, o, z, sin, cos, s0, m0, cu)
+        ctx.save_for_backward(q, k, v, o, z, sin, cos, s0, m0, cu, kmax)
         ctx.plan = plan
         ctx.seg = (nseg, seg_len)
         ctx.init_dtypes = (None if kv0 is None else kv0.dtype, None if ks0 is None else ks0.dtype)
@@ -593,19 +617,19 @@ class _Causal(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dsf, dmf):
-        q, k, v, o, z, sin, cos, s0, m0, cu = ctx.saved_tensors
+        q, k, v, o, z, sin, cos, s0, m0, cu, kmax = ctx.saved_tensors
         if dsf is not None and dsf.numel() == 0:
             dsf = None
         if dmf is not None and dmf.numel() == 0:
             dmf = None
         has_user_init = ctx.init_dtypes[0] is not None
         need_init = has_user_init and (ctx.needs_input_grad[5] or ctx.needs_input_grad[6])
-        dq, dk, dv, ds0, dm0 = _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, *ctx.seg, cu,
+        dq, dk, dv, ds0, dm0 = _c_backward(do, dsf, dmf, q, k, v, o, z, sin, cos, s0, m0, *ctx.seg, cu, kmax,
                                            ctx.plan, need_init)
         if need_init:
             ds0 = ds0.to(ctx.init_dtypes[0]) if ctx.needs_input_grad[5] else None
             dm0 = dm0.to(ctx.init_dtypes[1]) if ctx.needs_input_grad[6] else None
-        return dq, dk, dv, None, None, ds0, dm0, None, None, None, None
+        return dq, dk, dv, None, None, ds0, dm0, None, None, None, None, None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -618,15 +642,20 @@ def nala_attention_triton(
 ):
     plan = _make_plan(q, inhibit, lam, tau, alpha, eps, norm_eps, cu_seqlens, max_seqlen)
     q, k, v, sin, cos, cu = prepare_inputs(q, k, v, rope, cu_seqlens)
+    kmax = key_max(k)
     if not causal:
-        return _NonCausal.apply(q, k, v, sin, cos, cu, plan)
+        return _NonCausal.apply(q, k, v, sin, cos, cu, kmax, plan)
     kv0 = ks0 = cnt0 = None
+    spow = None
+    if initial_state is not None or output_final_state:  # states cross in the caller's units
+        spow = key_scale_of(kmax, plan)[1]
     if initial_state is not None:
-        kv0, ks0 = _last_contig(initial_state.kv), _last_contig(initial_state.k_sum)
+        kv0, ks0 = (_last_contig(t * spow.to(t.dtype)) for t in (initial_state.kv, initial_state.k_sum))
         cnt0 = initial_state.count.contiguous()
-    o, sf, mf = _Causal.apply(q, k, v, sin, cos, kv0, ks0, cnt0, cu, plan, bool(output_final_state))
+    o, sf, mf = _Causal.apply(q, k, v, sin, cos, kv0, ks0, cnt0, cu, kmax, plan, bool(output_final_state))
     if not output_final_state:
         return o
+    sf, mf = sf / spow, mf / spow
     if cu is None:
         lengths = torch.full((plan.nseq,), q.shape[1], dtype=torch.int64, device=q.device)
     else:
