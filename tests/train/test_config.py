@@ -21,6 +21,7 @@ def _config(cls, argv):
     (VisionTrainConfig, ["--epochs", "0"], "--epochs: expected a value >= 1, got 0"),
     (VisionTrainConfig, ["--batch-size", "0"], "--batch-size: expected a value >= 1, got 0"),
     (VisionTrainConfig, ["--workers", "-1"], "--workers: expected a value >= 0"),
+    (VisionTrainConfig, ["--compile-mode", "fast"], "--compile-mode: expected one of default, reduce-overhead"),
     (LMTrainConfig, ["--steps", "0"], "--steps: expected a value >= 1, got 0"),
     (LMTrainConfig, ["--seq-len", "1"], "--seq-len: expected a value >= 2"),
 ])

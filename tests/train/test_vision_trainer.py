@@ -170,9 +170,11 @@ def test_recipe_features_run_together(tmp_path, fashion_dir):
 
 
 def test_compiled_run_trains_and_writes_plain_checkpoints(tmp_path, fashion_dir):
-    """--compile: the compiled model trains, and its checkpoints carry the plain model's keys (no _orig_mod.)."""
+    """--compile: the compiled model trains, and its checkpoints carry the plain model's keys (no _orig_mod.).
+    With --compile-mode reduce-overhead (CUDA graphs on a GPU; on the CPU inductor leaves them out)."""
     torch._dynamo.reset()
-    cfg = tiny_config(tmp_path, fashion_dir, epochs=1, max_train_batches=3, max_eval_batches=1, compile=True)
+    cfg = tiny_config(tmp_path, fashion_dir, epochs=1, max_train_batches=3, max_eval_batches=1, compile=True,
+                      compile_mode="reduce-overhead")
     trainer = Trainer(cfg)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     metrics = trainer.fit()

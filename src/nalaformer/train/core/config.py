@@ -18,9 +18,10 @@ __all__ = ["option", "positive_int", "validate_config", "changed_settings", "des
            "add_dataclass_arguments", "config_from_args", "load_yaml"]
 
 
-def option(default=None, help: str = "", *, min: float | None = None):
-    """A config field with a default, the help text its ``--flag`` shows and an optional lower bound."""
-    return dataclasses.field(default=default, metadata={"help": help, "min": min})
+def option(default=None, help: str = "", *, min: float | None = None, choices: tuple | None = None):
+    """A config field with a default, the help text its ``--flag`` shows, an optional lower bound and an
+    optional set of allowed values."""
+    return dataclasses.field(default=default, metadata={"help": help, "min": min, "choices": choices})
 
 
 def positive_int(text: str) -> int:
@@ -47,6 +48,9 @@ def validate_config(config) -> None:
         low = f.metadata.get("min")
         if low is not None and value < low:
             raise ValueError(f"{flag}: expected a value >= {low:g}, got {value!r}")
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{flag}: expected one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def _flag(name: str) -> str:

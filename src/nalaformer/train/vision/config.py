@@ -8,6 +8,8 @@ from ..core.config import option as _opt
 
 __all__ = ["VisionTrainConfig", "SMALL_NALAFORMER"]
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 # A ~1M-parameter NaLaFormer for 32x32 inputs: the built-in default of `make run`.
 SMALL_NALAFORMER = dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
                         mlp_ratios=[2, 2, 2, 2], head_hidden_size=256)
@@ -59,6 +61,9 @@ class VisionTrainConfig:
     amp: str = _opt("auto", "'auto' (bf16 on GPU, off on CPU), 'bf16', 'fp16' or 'none'")
     channels_last: bool = _opt(True, "channels_last memory format")
     compile: bool = _opt(False, "torch.compile the model")
+    compile_mode: str = _opt("default", "torch.compile mode with --compile: 'default', 'reduce-overhead' (CUDA "
+                             "graphs: the host-bound NaLaFormer step needs them), 'max-autotune' or "
+                             "'max-autotune-no-cudagraphs'", choices=COMPILE_MODES)
     grad_checkpointing: bool = _opt(False, "activation checkpointing (less memory)")
     device: str = _opt("auto", "'auto', 'cpu' or 'cuda'")
     distributed: str = _opt("ddp", "'ddp' or 'fsdp' under torchrun")

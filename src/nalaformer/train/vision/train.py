@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # settings that do not change a run's result (not reported on resume) / that a resumed run cannot change
 _BOOKKEEPING = {"resume", "overwrite", "output_dir", "log_every", "tensorboard", "device", "workers", "data_dir",
-                "download", "keep_last", "eval_batch_size", "max_eval_batches", "compile", "distributed"}
+                "download", "keep_last", "eval_batch_size", "max_eval_batches", "compile", "compile_mode",
+                "distributed"}
 _FIXED_ON_RESUME = {"model", "model_kwargs", "dataset", "img_size", "opt", "model_ema", "pretrained_file"}
 
 
@@ -112,6 +113,11 @@ def evaluate(model, loader, env: DistEnv, cfg, transform, amp_dtype, num_classes
             "per_class": per_class}
 
 
+def _compiled(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """torch.compile with --compile-mode (validated with the config: COMPILE_MODES)."""
+    return torch.compile(model, mode=None if mode == "default" else mode)
+
+
 class Trainer:
     """One training run: setup, the epoch loop, checkpoints and reports."""
 
@@ -148,7 +154,7 @@ class Trainer:
         self.lr = cfg.lr if cfg.lr is not None else cfg.lr_base * global_batch / cfg.lr_base_size
         # dist_model: the DDP-wrapped or FSDP2-sharded model (state dicts); model: what runs (compiled or not)
         self.dist_model = wrap_model(model, self.env, cfg.distributed, shard_units=_shard_units())
-        self.model = torch.compile(self.dist_model) if cfg.compile else self.dist_model
+        self.model = _compiled(self.dist_model, cfg.compile_mode) if cfg.compile else self.dist_model
         self.optimizer = create_optimizer_v2(unwrap(self.dist_model), opt=cfg.opt, lr=self.lr,
                                              weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
         self.steps_per_epoch = len(self.data.train)
