@@ -66,7 +66,7 @@ def test_short_run_learns_and_writes_everything(tmp_path, fashion_dir, capsys):
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, fashion_dir):
     args = ["--model-kwargs", __import__("json").dumps(TINY), "--data-dir", str(fashion_dir), "--epochs", "4",
             "--batch-size", "32", "--lr", "2e-3", "--warmup-epochs", "0.5", "--tensorboard", "false",
-            "--model-ema", "true", "--log-every", "1000"]
+            "--model-ema", "true", "--log-every", "1000", "--max-train-batches", "6", "--max-eval-batches", "2"]
     cmd = [sys.executable, "-m", "nalaformer", "train"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     full = tmp_path / "full"
