@@ -16,6 +16,7 @@ TINY = {
                           max_train_batches=2, max_eval_batches=1, eval_batch_size=64),
     "python_docs_bytes": dict(model="nala-tiny", steps=2, batch_size=2, seq_len=32, eval_batches=1, held_out=0.2),
     "mqar": dict(hidden_size=16, layers=1, heads=1, vocab_size=64, steps=3, batch_size=4, lr=1e-3,
+                 short_conv_size=2, short_conv_on="qkv", random_non_queries=False,
                  train_seq_lens=[32], train_kv=[2, 4], eval_seq_lens=[32, 64], eval_kv=[2, 16], eval_examples=8),
     "fashion_scenes": dict(model="nalaformer_xt", model_kwargs=TINY_VISION, img_size=32, items=(1, 2),
                            train_scenes=8, test_scenes=4, steps=2, batch_size=4, lr=1e-3, fpn_dim=8,

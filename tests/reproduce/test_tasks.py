@@ -30,6 +30,23 @@ def test_mqar_cell_grid(make_cell, one_thread, attention):
     assert all(0 <= r["value"] <= 1 for r in rows)
 
 
+def test_mqar_backbone_is_the_same_for_every_kind():
+    """Every kind gets the settings' short conv (on q, k and v here); only attn_type differs."""
+    from nalaformer.layers import KINDS
+    from nalaformer.reproduce.tasks import _mqar_model
+
+    from .conftest import TINY
+
+    configs = {}
+    for kind in KINDS:
+        model = _mqar_model(TINY["mqar"], kind)
+        for layer in model.model.layers:
+            assert layer.self_attn.kind == kind and layer.self_attn.short_conv_on == "qkv"
+            assert tuple(layer.self_attn.short_conv.weight.shape) == (3 * 16, 2)
+        configs[kind] = {k: v for k, v in model.config.to_dict().items() if k not in ("attn_type", "layer_types")}
+    assert all(c == configs["softmax"] for c in configs.values())
+
+
 def test_fashion_mnist_cell_with_entropy(make_cell, one_thread):
     rows = TASKS["fashion_mnist"](make_cell("fashion_mnist", "relu_linear"))
     _check_rows([r for r in rows], "fashion_mnist", "relu_linear")

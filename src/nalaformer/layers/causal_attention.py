@@ -1,6 +1,7 @@
 """1-D causal attention for language models: every kind of the registry (:mod:`nalaformer.layers.kinds`).
 
-All kinds share one module: q, k, v, g projections, an optional causal depthwise conv on v, 1-D
+All kinds share one module: q, k, v, g projections, an optional causal depthwise conv on v (or on q, k
+and v), 1-D
 rotary positions (for the kinds that use them), a per-head RMSNorm on the output gated by SiLU(g), and
 an output projection. Only the token mixer (the kind's core) differs:
 
@@ -27,9 +28,10 @@ from .causal_layout import TokenLayout
 from .kinds import KINDS, check_kind, create_core
 from .lm_norm import RMSNorm
 
-__all__ = ["CausalAttentionState", "CausalAttention", "ATTENTION_KINDS"]
+__all__ = ["CausalAttentionState", "CausalAttention", "ATTENTION_KINDS", "SHORT_CONV_ON"]
 
 ATTENTION_KINDS = tuple(KINDS)
+SHORT_CONV_ON = ("v", "qkv")  # what the optional short conv convolves
 
 
 class CausalAttentionState(NamedTuple):
@@ -78,14 +80,17 @@ class CausalAttention(nn.Module):
         kind: a registry key (``nalaformer.layers.KINDS``): ``"nala"``, ``"softmax"``, ``"focused"``, ...
         params: NaLa hyper-parameters as one :class:`NaLaParams` (else built from inhibit, lam, tau,
             alpha, eps, norm_eps; see ``nala_attention``); used by the NaLa kinds.
-        rope_theta: rotary base. short_conv_size: kernel of the causal conv on v (0 = off).
+        rope_theta: rotary base. short_conv_size: kernel of the causal depthwise conv (0 = off).
+        short_conv_on: what it convolves: ``"v"`` (the values only) or ``"qkv"`` (queries, keys and values,
+            as in GLA/DeltaNet/Based: a key then sees the tokens just before it, which binds a value to the
+            key before it even for kinds without positions).
         rms_norm_eps: eps of the per-head output norm. backend: the op's backend.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, *, kind: str = "nala", head_dim: int | None = None,
                  inhibit: str = "relu", lam: float = 3.0, tau: float = 0.5, alpha: float = 20.0, eps: float = 1e-6,
                  norm_eps: float = 1e-6, rope_theta: float = 10000.0, short_conv_size: int = 0,
-                 rms_norm_eps: float = 1e-6, bias: bool = False, backend: str = "auto",
+                 short_conv_on: str = "v", rms_norm_eps: float = 1e-6, bias: bool = False, backend: str = "auto",
                  params: NaLaParams | None = None):
         super().__init__()
         check_kind(kind, "kind")
@@ -103,7 +108,10 @@ class CausalAttention(nn.Module):
         self.k_proj = nn.Linear(hidden_size, inner, bias=bias)
         self.v_proj = nn.Linear(hidden_size, inner, bias=bias)
         self.g_proj = nn.Linear(hidden_size, inner, bias=bias)
-        self.short_conv = ShortConv(inner, short_conv_size) if short_conv_size else None
+        if short_conv_on not in SHORT_CONV_ON:
+            raise ValueError(f"short_conv_on: expected one of {SHORT_CONV_ON}, got {short_conv_on!r}")
+        self.short_conv_on = short_conv_on
+        self.short_conv = ShortConv(len(short_conv_on) * inner, short_conv_size) if short_conv_size else None
         self.o_norm = RMSNorm(self.head_dim, eps=rms_norm_eps)
         self.o_proj = nn.Linear(inner, hidden_size, bias=bias)
 
@@ -112,7 +120,11 @@ class CausalAttention(nn.Module):
         b, n, _ = x.shape
         heads = (b, n, self.num_heads, self.head_dim)
         q, k, v, g = (proj(x) for proj in (self.q_proj, self.k_proj, self.v_proj, self.g_proj))
-        v, conv_state = self._conv(v, layout, state, use_cache)
+        if self.short_conv_on == "qkv" and self.short_conv is not None:  # one conv over the three (one state)
+            qkv, conv_state = self._conv(torch.cat([q, k, v], -1), layout, state, use_cache)
+            q, k, v = qkv.split([q.shape[-1], k.shape[-1], v.shape[-1]], -1)
+        else:
+            v, conv_state = self._conv(v, layout, state, use_cache)
         q, k, v = q.view(heads), k.view(heads), v.view(heads)
         mixer = self._softmax if self.kind == "softmax" else self._recurrent
         o, new_state = mixer(q, k, v, layout, state, use_cache)
@@ -124,7 +136,7 @@ class CausalAttention(nn.Module):
     # -- pieces ---------------------------------------------------------------------------------------
 
     def _conv(self, v, layout: TokenLayout, state, use_cache):
-        """Causal conv on v in the packed view (plain batches are B sequences of N)."""
+        """Causal conv on v (or on q, k, v concatenated) in the packed view (plain batches are B sequences of N)."""
         if self.short_conv is None:
             return v, None
         prev = None if state is None else state.conv

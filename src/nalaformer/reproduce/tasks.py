@@ -80,21 +80,32 @@ def _held_out_text(cfg, length: int, rows: int = 2) -> torch.Tensor:
 
 
 def _mqar_model(s: dict, attention: str):
+    """The same backbone for every kind: only ``attn_type`` differs. ``short_conv_size`` / ``short_conv_on``
+    (a causal depthwise conv on q, k and v, as in Zoology's MQAR models) give every kind, position-free
+    ones included, the token before each key; without it only the kinds with rotary positions can bind a
+    value to its key."""
     from ..models.lm import NaLaConfig, NaLaForCausalLM
 
     longest = max(s["eval_seq_lens"] + s["train_seq_lens"])
     config = NaLaConfig(vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
                         intermediate_size=2 * s["hidden_size"], num_hidden_layers=s["layers"],
-                        num_attention_heads=s["heads"], max_position_embeddings=longest, attn_type=attention)
+                        num_attention_heads=s["heads"], max_position_embeddings=longest, attn_type=attention,
+                        short_conv_size=s.get("short_conv_size", 0), short_conv_on=s.get("short_conv_on", "v"))
     return NaLaForCausalLM(config)
+
+
+def _mqar_spec(s: dict, seq_len: int, num_kv_pairs: int):
+    from ..data.mqar import MQARSpec
+
+    return MQARSpec(seq_len=seq_len, num_kv_pairs=num_kv_pairs, vocab_size=s["vocab_size"],
+                    random_non_queries=s.get("random_non_queries", True))
 
 
 def _mqar_batches(s: dict, seed: int):
     """An endless stream of (inputs, labels), cycling through the training (seq_len, kv) settings."""
-    from ..data.mqar import MQARSpec, make_mqar
+    from ..data.mqar import make_mqar
 
-    specs = [MQARSpec(seq_len=n, num_kv_pairs=k, vocab_size=s["vocab_size"])
-             for n in s["train_seq_lens"] for k in s["train_kv"] if 4 * k <= n]
+    specs = [_mqar_spec(s, n, k) for n in s["train_seq_lens"] for k in s["train_kv"] if 4 * k <= n]
     step = 0
     while True:
         spec = specs[step % len(specs)]
@@ -105,7 +116,7 @@ def _mqar_batches(s: dict, seed: int):
 def run_mqar(cell) -> list[dict]:
     """Multi-query associative recall: one model per kind trained on a mix of settings, accuracy per
     (seq_len, num_kv_pairs) on held-out sequences (seeds disjoint from training)."""
-    from ..data.mqar import MQARSpec, make_mqar, mqar_accuracy
+    from ..data.mqar import make_mqar, mqar_accuracy
 
     s = cell.settings
     seed_everything(cell.seed)
@@ -113,7 +124,7 @@ def run_mqar(cell) -> list[dict]:
     model = _mqar_model(s, cell.attention).to(device)
     params = sum(p.numel() for p in model.parameters())
     amp_dtype, scaler = resolve_amp("auto", device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=0.1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s.get("weight_decay", 0.1))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s["lr"], total_steps=s["steps"], pct_start=0.1)
 
     def loss_fn(batch):
@@ -131,8 +142,8 @@ def run_mqar(cell) -> list[dict]:
         for k in s["eval_kv"]:
             if 4 * k > n:
                 continue
-            inputs, labels = make_mqar(MQARSpec(seq_len=n, num_kv_pairs=k, vocab_size=s["vocab_size"]),
-                                       s["eval_examples"], seed=10_000_019 + 7 * n + k + 1000 * cell.seed)
+            inputs, labels = make_mqar(_mqar_spec(s, n, k), s["eval_examples"],
+                                       seed=10_000_019 + 7 * n + k + 1000 * cell.seed)
             correct = total = 0
             with torch.no_grad():
                 for i in range(0, len(inputs), 64):

@@ -112,3 +112,50 @@ def test_every_kind_sees_token_order(kind):
     assert not torch.equal(ids, swapped)
     last, last_swapped = model(ids).logits[:, -1], model(swapped).logits[:, -1]
     assert (last - last_swapped).abs().max() > 1e-4 * last.abs().max()
+
+
+def _qkv_conv_model(kind, **overrides):
+    """short_conv_on="qkv" with conv weights moved off their identity init (else the conv is a no-op)."""
+    model = _kind_model(kind, short_conv_size=3, short_conv_on="qkv", **overrides)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            conv = layer.self_attn.short_conv
+            assert conv.weight.shape[0] == 3 * layer.self_attn.num_heads * layer.self_attn.head_dim
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(4)) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["nala", "relu_linear", "softmax"])
+@torch.no_grad()
+def test_qkv_short_conv_decodes_packs_and_round_trips(kind, tmp_path):
+    from nalaformer.models.lm import NaLaForCausalLM
+
+    model = _qkv_conv_model(kind)
+    ids = random_ids(2, 13)
+    full = model(ids).logits
+    out = model(ids[:, :5], use_cache=True)
+    cache, logits = cache_of(out), [out.logits]
+    for t in range(5, ids.shape[1]):
+        out = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True)
+        cache, logits = cache_of(out), logits + [out.logits]
+    assert (full - torch.cat(logits, 1)).abs().max() <= 1e-5
+    docs = [random_ids(1, n, seed=s)[0] for n, s in ((6, 7), (5, 8))]
+    packed = model(torch.cat(docs)[None], cu_seqlens=torch.tensor([0, 6, 11])).logits[0]
+    assert (packed - torch.cat([model(d[None]).logits[0] for d in docs])).abs().max() <= 1e-5
+    model.save_pretrained(tmp_path / kind)
+    loaded = NaLaForCausalLM.from_pretrained(tmp_path / kind).eval()
+    assert loaded.config.short_conv_on == "qkv" and torch.equal(loaded(ids).logits, full)
+
+
+@torch.no_grad()
+def test_qkv_short_conv_changes_what_a_token_sees_of_the_tokens_before_it():
+    """The conv on q, k, v mixes each token with the ones just before it: swapping two tokens changes the last
+    token's output beyond what the rotary numerator alone does."""
+    ids = random_ids(1, 8)
+    swapped = ids.clone()
+    swapped[0, [2, 3]] = ids[0, [3, 2]]
+    plain = _kind_model("relu_linear", num_hidden_layers=1, softmax_layers=[])
+    conv = _qkv_conv_model("relu_linear", num_hidden_layers=1, softmax_layers=[])
+    plain_gap = (plain(ids).logits[0, -1] - plain(swapped).logits[0, -1]).abs().max()
+    conv_gap = (conv(ids).logits[0, -1] - conv(swapped).logits[0, -1]).abs().max()
+    assert conv_gap > 1e-3 and not torch.allclose(conv_gap, plain_gap)

@@ -225,6 +225,7 @@ def test_bad_inputs_name_the_argument():
     (dict(num_attention_heads=3), "num_attention_heads"),
     (dict(inhibit="tanh"), "inhibit"),
     (dict(short_conv_size=1), "short_conv_size"),
+    (dict(short_conv_on="qk"), "short_conv_on"),
     (dict(layer_types=["linear_attention"]), "layer_types"),
     (dict(layer_types=["mamba", "linear_attention"]), "layer_types"),
     (dict(layer_types=["linear_attention"] * 2, softmax_layers=[1]), "layer_types"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from ...layers.causal_attention import SHORT_CONV_ON
 from ...layers.kinds import check_kind
 from ...ops import NaLaParams
 
@@ -35,7 +36,8 @@ class NaLaConfig(PretrainedConfig):
     nala_norm_eps (norm floor), softmax_layers (indices of layers using softmax attention through
     SDPA, for hybrids), layer_types (the same choice in transformers' per-layer form: ``"linear_attention"``
     for NaLa layers, ``"full_attention"`` for softmax ones; derived from softmax_layers when not given,
-    and it defines them when given), short_conv_size (kernel of a causal depthwise conv on v, 0 = off),
+    and it defines them when given), short_conv_size (kernel of a causal depthwise conv, 0 = off),
+    short_conv_on (what it convolves: "v" default, or "qkv": queries, keys and values, as in GLA/DeltaNet),
     attn_backend (the op's backend: "auto", "torch", "reference", "triton").
     """
 
@@ -65,6 +67,7 @@ class NaLaConfig(PretrainedConfig):
         softmax_layers: list[int] | tuple[int, ...] = (),
         layer_types: list[str] | tuple[str, ...] | None = None,
         short_conv_size: int = 0,
+        short_conv_on: str = "v",
         attn_backend: str = "auto",
         attn_type: str = "nala",
         bos_token_id: int | None = None,
@@ -90,6 +93,7 @@ class NaLaConfig(PretrainedConfig):
         self.attn_type = attn_type
         self.layer_types = self._layer_types(layer_types)
         self.short_conv_size = short_conv_size
+        self.short_conv_on = short_conv_on
         self.attn_backend = attn_backend
         self._validate()
         super().__init__(tie_word_embeddings=tie_word_embeddings, bos_token_id=bos_token_id,
@@ -111,6 +115,8 @@ class NaLaConfig(PretrainedConfig):
             raise ValueError(f"softmax_layers: indices {bad} are outside 0..{self.num_hidden_layers - 1}")
         if self.short_conv_size == 1 or self.short_conv_size < 0:
             raise ValueError(f"short_conv_size: expected 0 (off) or >= 2, got {self.short_conv_size}")
+        if self.short_conv_on not in SHORT_CONV_ON:
+            raise ValueError(f"short_conv_on: expected one of {SHORT_CONV_ON}, got {self.short_conv_on!r}")
 
     def _layer_types(self, layer_types) -> list[str]:
         """Per-layer types from ``layer_types`` (which then sets softmax_layers) or from softmax_layers."""

@@ -111,6 +111,7 @@ class NaLaModel(NaLaPreTrainedModel):
         attention = CausalAttention(
             config.hidden_size, config.num_attention_heads, kind=config.attention_kind(idx), head_dim=config.head_dim,
             params=config.nala_params(), rope_theta=config.rope_theta, short_conv_size=config.short_conv_size,
+            short_conv_on=config.short_conv_on,
             rms_norm_eps=config.rms_norm_eps, backend=config.attn_backend)
         return NaLaDecoderLayer(config.hidden_size, config.intermediate_size, config.rms_norm_eps, attention)
 
