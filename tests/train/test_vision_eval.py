@@ -16,7 +16,7 @@ from tests.train.test_vision_trainer import tiny_config
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, fashion_dir) -> pathlib.Path:
     tmp = tmp_path_factory.mktemp("evalrun")
-    cfg = tiny_config(tmp, fashion_dir, epochs=1, max_eval_batches=1)
+    cfg = tiny_config(tmp, fashion_dir, epochs=1, max_train_batches=4, max_eval_batches=1)
     Trainer(cfg).fit()
     return pathlib.Path(cfg.output_dir)
 
