@@ -23,6 +23,16 @@ def _kind_model(kind, **overrides):
     return model
 
 
+def _prefill_then_decode(model, ids, prefill: int) -> torch.Tensor:
+    """Logits of ``ids`` from a cached prefill of ``prefill`` tokens, then one cached token at a time."""
+    out = model(ids[:, :prefill], use_cache=True)
+    cache, logits = cache_of(out), [out.logits]
+    for t in range(prefill, ids.shape[1]):
+        out = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True)
+        cache, logits = cache_of(out), logits + [out.logits]
+    return torch.cat(logits, 1)
+
+
 @pytest.mark.parametrize("kind", NEW_KINDS)
 @torch.no_grad()
 def test_prefill_then_decode_equals_full_forward(kind):
@@ -30,12 +40,7 @@ def test_prefill_then_decode_equals_full_forward(kind):
     assert all(layer.self_attn.kind == kind for layer in model.model.layers)
     ids = random_ids(2, 21)
     full = model(ids).logits
-    out = model(ids[:, :8], use_cache=True)
-    cache, logits = cache_of(out), [out.logits]
-    for t in range(8, ids.shape[1]):
-        out = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True)
-        cache, logits = cache_of(out), logits + [out.logits]
-    assert (full - torch.cat(logits, 1)).abs().max() <= 1e-5
+    assert (full - _prefill_then_decode(model, ids, 8)).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("kind", NEW_KINDS)
@@ -133,12 +138,7 @@ def test_qkv_short_conv_decodes_packs_and_round_trips(kind, tmp_path):
     model = _qkv_conv_model(kind)
     ids = random_ids(2, 13)
     full = model(ids).logits
-    out = model(ids[:, :5], use_cache=True)
-    cache, logits = cache_of(out), [out.logits]
-    for t in range(5, ids.shape[1]):
-        out = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True)
-        cache, logits = cache_of(out), logits + [out.logits]
-    assert (full - torch.cat(logits, 1)).abs().max() <= 1e-5
+    assert (full - _prefill_then_decode(model, ids, 5)).abs().max() <= 1e-5
     docs = [random_ids(1, n, seed=s)[0] for n, s in ((6, 7), (5, 8))]
     packed = model(torch.cat(docs)[None], cu_seqlens=torch.tensor([0, 6, 11])).logits[0]
     assert (packed - torch.cat([model(d[None]).logits[0] for d in docs])).abs().max() <= 1e-5

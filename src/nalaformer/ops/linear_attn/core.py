@@ -62,7 +62,8 @@ def _groups(v: torch.Tensor, groups: int) -> torch.Tensor:
 
 def _noncausal(phq, phk, v, eps, rq, rk):
     """phq (B, H, L, G, F), phk (B, H, L, F), v (B, H, L, G, E) -> o (B, H, L, G, E); rq, rk: the numerator's
-    (rotated) features, shaped like phq, phk."""
+    (rotated) features, shaped like phq, phk (None: phq, phk themselves)."""
+    rq, rk = (phq, phk) if rq is None else (rq, rk)
     n = phk.shape[2]
     kv = torch.einsum("bhlf,bhlge->bhfge", rk, v) / n
     z = phk.mean(2)  # (B, H, F)
@@ -75,7 +76,8 @@ def _causal(phq, phk, v, eps, rq, rk, state: NaLaState, chunk: int):
     """Chunkwise causal form; state rows per batch row (kv viewed (B, H, F, G, E)); rq, rk as in _noncausal."""
     b, h, length = phk.shape[:3]
     groups = phq.shape[3]
-    rotated = rq is not phq
+    rotated = rq is not None
+    rq, rk = (rq, rk) if rotated else (phq, phk)
     pad = (-length) % chunk
     if pad:  # zero features add nothing to any sum; padded outputs are dropped below
         phq, phk, v, rq, rk = (F.pad(t, (0, 0) * (t.dim() - 3) + (0, pad)) for t in (phq, phk, v, rq, rk))
@@ -173,12 +175,12 @@ def linear_attention(
         o, final = _fla_causal(phq, phk, v, eps, initial_state, rq, rk)
         return (o, final) if output_final_state else o
     tq, tk, tv = phq.transpose(1, 2), phk.transpose(1, 2), _groups(v, groups).transpose(1, 2)
-    trq, trk = (tq, tk) if rope is None else (rq.transpose(1, 2), rk.transpose(1, 2))
+    trq, trk = (None, None) if rope is None else (rq.transpose(1, 2), rk.transpose(1, 2))
 
     def run(sl: slice, rows: slice, state):
-        args = (tq[rows, :, sl], tk[rows, :, sl], tv[rows, :, sl], eps)
-        numerator = (tq[rows, :, sl], tk[rows, :, sl]) if rope is None else (trq[rows, :, sl], trk[rows, :, sl])
-        return _causal(*args, *numerator, state, chunk_size) if causal else (_noncausal(*args, *numerator), None)
+        numerator = (None, None) if rope is None else (trq[rows, :, sl], trk[rows, :, sl])
+        args = (tq[rows, :, sl], tk[rows, :, sl], tv[rows, :, sl], eps, *numerator)
+        return _causal(*args, state, chunk_size) if causal else (_noncausal(*args), None)
 
     o, final = over_segments(run, batch, length, cu_seqlens, initial_state, causal)  # packed: each on its own
     o = o.transpose(1, 2).flatten(-2)
