@@ -19,8 +19,9 @@ TINY = {
                  short_conv_size=2, short_conv_on="qkv", random_non_queries=False,
                  train_seq_lens=[32], train_kv=[2, 4], eval_seq_lens=[32, 64], eval_kv=[2, 16], eval_examples=8),
     "fashion_scenes": dict(model="nalaformer_xt", model_kwargs=TINY_VISION, img_size=32, items=(1, 2),
-                           train_scenes=8, test_scenes=4, steps=2, batch_size=4, lr=1e-3, fpn_dim=8,
-                           speed_sizes=[32, 64], speed_batch=1, speed_iters=1),
+                           train_scenes=8, test_scenes=4, steps=2, batch_size=4, lr=1e-3, fpn_dim=8),
+    "scenes_speed": dict(model="nalaformer_xt", model_kwargs=TINY_VISION, fpn_dim=8, speed_sizes=[32, 64],
+                         speed_batch=1, speed_iters=1, speed_repeats=2),
 }
 
 

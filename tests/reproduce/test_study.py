@@ -122,10 +122,48 @@ def test_shards_split_the_cells_between_processes(tmp_path, tiny_quick, monkeypa
     monkeypatch.setitem(tasks.TASKS, "mqar", lambda cell: ran.append((cell.attention, cell.seed)) or
                         [cell.row("accuracy", 0.5, seq_len=32, num_kv_pairs=2)])
     run_study(["mqar"], ["nala", "softmax"], 2, True, "cpu", tmp_path, shard=(1, 2))
-    assert ran == [("nala", 1), ("softmax", 1)]
+    assert ran == [("softmax", 0), ("softmax", 1)]  # cells go seed by seed: nala-0, softmax-0, nala-1, softmax-1
     rows = run_study(["mqar"], ["nala", "softmax"], 2, True, "cpu", tmp_path, shard=(0, 2))
     assert len(ran) == 4 and len(rows) == 4
     assert parse_shard(None) == (0, 1) and parse_shard("1/3") == (1, 3)
     for bad in ("3/3", "1", "a/b", "-1/2"):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)
+
+
+def test_cells_go_seed_by_seed_with_timed_cells_last_at_seed_zero():
+    from nalaformer.reproduce.command import study_cells
+
+    cells = study_cells(["scenes_speed", "mqar", "fashion_mnist"], ["nala", "softmax"], 2)
+    assert cells[:4] == [("mqar", "nala", 0), ("mqar", "softmax", 0), ("fashion_mnist", "nala", 0),
+                         ("fashion_mnist", "softmax", 0)]
+    assert cells[-2:] == [("scenes_speed", "nala", 0), ("scenes_speed", "softmax", 0)]
+    assert len(cells) == 2 * 2 * 2 + 2
+
+
+def test_a_cell_claimed_by_another_process_is_left_to_it(tmp_path, tiny_quick, monkeypatch):
+    from nalaformer.reproduce import tasks
+
+    ran = []
+    monkeypatch.setitem(tasks.TASKS, "mqar", lambda cell: ran.append(cell.attention) or
+                        [cell.row("accuracy", 0.5, seq_len=32, num_kv_pairs=2)])
+    with ResultsStore(tmp_path).claim("mqar-nala-s0") as mine:  # "another process" is running nala
+        assert mine
+        with ResultsStore(tmp_path).claim("mqar-nala-s0") as again:
+            assert not again
+        run_study(["mqar"], ["nala", "softmax"], 1, True, "cpu", tmp_path)
+    assert ran == ["softmax"]
+    run_study(["mqar"], ["nala", "softmax"], 1, True, "cpu", tmp_path)  # the claim is gone: nala runs now
+    assert ran == ["softmax", "nala"]
+
+
+def test_jobs_split_the_cells_between_worker_processes(tmp_path, tiny_quick):
+    rows = run_study(["mqar"], ["nala", "softmax", "relu_linear"], 1, True, "cpu", tmp_path, jobs=2, threads=1)
+    assert sorted({r["attention"] for r in rows}) == ["nala", "relu_linear", "softmax"]
+    logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert logs == ["worker-0.log", "worker-1.log"]
+    assert sum("-- mqar /" in (tmp_path / "logs" / n).read_text() for n in logs) >= 1
+    runs = "".join((tmp_path / "logs" / n).read_text() for n in logs).count("-- mqar /")
+    assert runs == 3  # every cell ran exactly once
+    with pytest.raises(ValueError, match="--jobs"):
+        run_study(["mqar"], ["nala"], 1, True, "cpu", tmp_path, jobs=0)

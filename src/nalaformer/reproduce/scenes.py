@@ -1,9 +1,10 @@
 """``fashion_scenes``: dense prediction in miniature. The vision backbone through timm's ``features_only``,
-a small FPN-style head, per-pixel cross-entropy over 11 classes; mIoU on test scenes, and forward
-throughput and peak memory per kind at the sizes of ``speed_sizes``."""
+a small FPN-style head, per-pixel cross-entropy over 11 classes; mIoU on test scenes. ``scenes_speed``: forward
+throughput and peak memory of the same segmenter per kind at the sizes of ``speed_sizes``."""
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -15,7 +16,7 @@ from ..train.core.loop import fit_steps
 from ..train.core.precision import autocast, resolve_amp
 from ..train.core.seeding import seed_everything
 
-__all__ = ["FPNSegmenter", "confusion_miou", "run_fashion_scenes"]
+__all__ = ["FPNSegmenter", "confusion_miou", "run_fashion_scenes", "run_scenes_speed"]
 
 
 class FPNSegmenter(nn.Module):
@@ -127,12 +128,25 @@ def run_fashion_scenes(cell) -> list[dict]:
     wall = time.perf_counter() - started
     test_loader = torch.utils.data.DataLoader(test, batch_size=s["batch_size"], num_workers=workers)
     extra = dict(params=params, steps=s["steps"], img_size=size, wall_s=wall)
-    rows = [cell.row("miou", _miou(model, test_loader, device, amp_dtype), **extra)]
-    speed_sizes = s["speed_sizes"] if cell.seed == 0 else []  # speed does not depend on the seed: measured once
-    for speed_size in speed_sizes:
-        measured = speed(model, speed_size, s["speed_batch"], s["speed_iters"], device, amp_dtype)
-        speed_extra = dict(extra, img_size=speed_size, batch_size=s["speed_batch"])
-        rows.append(cell.row("forward_img_per_s", measured["img_per_s"], **speed_extra))
-        if measured["peak_mib"] is not None:
-            rows.append(cell.row("forward_peak_mib", measured["peak_mib"], **speed_extra))
+    return [cell.row("miou", _miou(model, test_loader, device, amp_dtype), **extra)]
+
+
+def run_scenes_speed(cell) -> list[dict]:
+    """Forward images/s and CUDA peak memory of the (untrained: speed does not depend on the weights) segmenter at
+    each of ``speed_sizes``; the median of ``speed_repeats`` timings. Timed cells: the study runs them alone."""
+    s = cell.settings
+    seed_everything(cell.seed)
+    device = torch.device(cell.device)
+    model = FPNSegmenter(s["model"], s["model_kwargs"], cell.attention, dim=s["fpn_dim"]).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    amp_dtype, _ = resolve_amp("auto", device)
+    rows, started = [], time.perf_counter()
+    for size in s["speed_sizes"]:
+        runs = [speed(model, size, s["speed_batch"], s["speed_iters"], device, amp_dtype)
+                for _ in range(s.get("speed_repeats", 3))]
+        extra = dict(params=params, img_size=size, batch_size=s["speed_batch"], iters=s["speed_iters"],
+                     repeats=len(runs), wall_s=time.perf_counter() - started)
+        rows.append(cell.row("forward_img_per_s", statistics.median(r["img_per_s"] for r in runs), **extra))
+        if runs[0]["peak_mib"] is not None:
+            rows.append(cell.row("forward_peak_mib", max(r["peak_mib"] for r in runs), **extra))
     return rows

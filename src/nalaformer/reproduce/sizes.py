@@ -26,8 +26,9 @@ QUICK = {
                  train_seq_lens=[64], train_kv=[4, 8], eval_seq_lens=[64, 128], eval_kv=[4, 8, 16],
                  eval_examples=128),
     "fashion_scenes": dict(model="nalaformer_xt", model_kwargs=SMALL_NALAFORMER, img_size=64, items=(1, 3),
-                           train_scenes=512, test_scenes=32, steps=120, batch_size=8, lr=3e-3, fpn_dim=32,
-                           speed_sizes=[64], speed_batch=2, speed_iters=2),
+                           train_scenes=512, test_scenes=32, steps=120, batch_size=8, lr=3e-3, fpn_dim=32),
+    "scenes_speed": dict(model="nalaformer_xt", model_kwargs=SMALL_NALAFORMER, fpn_dim=32, speed_sizes=[64],
+                         speed_batch=2, speed_iters=2, speed_repeats=1),
     "seeds": 1,
 }
 
@@ -40,8 +41,9 @@ FULL = {
                  train_seq_lens=[64, 128, 256], train_kv=[4, 8, 16, 32, 64],
                  eval_seq_lens=[64, 128, 256, 512], eval_kv=[4, 8, 16, 32, 64], eval_examples=512),
     "fashion_scenes": dict(model="nalaformer_xt", model_kwargs=SMALL_NALAFORMER, img_size=224, items=(2, 6),
-                           train_scenes=4000, test_scenes=500, steps=1000, batch_size=32, lr=2e-3, fpn_dim=64,
-                           speed_sizes=[224, 448], speed_batch=16, speed_iters=10),
+                           train_scenes=4000, test_scenes=500, steps=1000, batch_size=32, lr=2e-3, fpn_dim=64),
+    "scenes_speed": dict(model="nalaformer_xt", model_kwargs=SMALL_NALAFORMER, fpn_dim=64, speed_sizes=[224, 448],
+                         speed_batch=16, speed_iters=10, speed_repeats=3),
     "seeds": 3,
 }
 

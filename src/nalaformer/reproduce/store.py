@@ -1,7 +1,8 @@
 """``results.json``: a list of result rows, rewritten atomically after every finished cell.
 
-Several ``nalaformer reproduce`` processes may share one output directory (say one per task on one GPU): each
-write happens under an exclusive lock on ``results.json.lock`` and merges the rows other processes wrote since.
+Several ``nalaformer reproduce`` processes may share one output directory (``--jobs`` workers, or one process per
+task on one GPU): each write happens under an exclusive lock on ``results.json.lock`` and merges the rows other
+processes wrote since; a process claims a cell (``ResultsStore.claim``) before running it, so no two run the same.
 """
 
 from __future__ import annotations
@@ -60,6 +61,23 @@ class ResultsStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def claim(self, name: str):
+        """Yield True while this process holds cell ``name`` (a non-blocking flock on ``cells/.claims/NAME.lock``),
+        False when another process is running it. The lock dies with its process: a killed run leaves no claim."""
+        path = self.path.parent / "cells" / ".claims" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -14,7 +14,8 @@ from ..train.core.precision import autocast, resolve_amp
 from ..train.core.seeding import seed_everything
 from .entropy import entropy_rows
 
-__all__ = ["TASKS", "run_fashion_mnist", "run_fashion_scenes", "run_python_docs_bytes", "run_mqar"]
+__all__ = ["TASKS", "TIMED", "run_fashion_mnist", "run_fashion_scenes", "run_scenes_speed", "run_python_docs_bytes",
+           "run_mqar"]
 
 
 def run_fashion_mnist(cell) -> list[dict]:
@@ -157,11 +158,21 @@ def run_mqar(cell) -> list[dict]:
 
 
 def run_fashion_scenes(cell) -> list[dict]:
-    """mIoU of an FPN segmenter on Fashion scenes, plus forward throughput / peak memory (see ``scenes``)."""
+    """mIoU of an FPN segmenter on Fashion scenes (see ``scenes``)."""
     from .scenes import run_fashion_scenes as run
 
     return run(cell)
 
 
-TASKS = {"fashion_mnist": run_fashion_mnist, "fashion_scenes": run_fashion_scenes,
+def run_scenes_speed(cell) -> list[dict]:
+    """Forward throughput / peak memory of the scenes segmenter at 224 and 448 px (see ``scenes``)."""
+    from .scenes import run_scenes_speed as run
+
+    return run(cell)
+
+
+TASKS = {"fashion_mnist": run_fashion_mnist, "fashion_scenes": run_fashion_scenes, "scenes_speed": run_scenes_speed,
          "python_docs_bytes": run_python_docs_bytes, "mqar": run_mqar}
+TIMED = frozenset({"scenes_speed"})
+"""Tasks that measure speed: one cell per kind (seed 0; speed does not depend on the seed), run after every other
+cell and alone (``--jobs`` runs them in the parent once the workers are done)."""
