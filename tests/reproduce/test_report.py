@@ -45,3 +45,12 @@ def test_one_seed_is_shown_without_a_spread():
     rows = [r for r in _rows() if not (r["attention"] == "nala" and r["seed"] == 1)]
     table = markdown_table(rows, ["softmax", "nala"])
     assert "(1 seed)" in table and "± 0.0000 |" in table  # softmax's two equal seeds keep their (zero) std
+
+
+def test_entropy_csvs_are_found_after_the_results_folder_moved(tmp_path):
+    from nalaformer.reproduce.entropy import _entropy_dir
+
+    moved = tmp_path / "study" / "cells" / "mqar-nala-s0" / "entropy"
+    moved.mkdir(parents=True)
+    assert _entropy_dir("/elsewhere/cells/mqar-nala-s0/entropy", tmp_path / "study") == moved
+    assert _entropy_dir(str(moved), tmp_path / "other") == moved  # a path that exists is kept

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..ops import NaLaParams
+from .conv import DepthwiseConv2d
 from .kinds import check_kind, get_kind
 from .rotary2d import rotary_tables_2d
 
@@ -54,7 +55,7 @@ class GatedLepeAttention2d(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkvg = nn.Linear(dim, 4 * dim, **dd)
-        self.lepe = nn.Conv2d(dim, dim, lepe_kernel_size, padding=lepe_kernel_size // 2, groups=dim, **dd)
+        self.lepe = DepthwiseConv2d(dim, lepe_kernel_size, **dd)  # nn.Conv2d's state dict; dense on tiny CPU images
         self.norm = nn.LayerNorm(dim, eps=norm_eps, **dd)
         self.gate_act = nn.SiLU()
         self.proj = nn.Linear(dim, dim, **dd)

@@ -46,6 +46,13 @@ def _curve(entropy_dir: pathlib.Path, kind: str) -> tuple[list[float], list[floa
     return mean[0], mean[1], mean[2]
 
 
+def _entropy_dir(recorded: str, study_dir: pathlib.Path) -> pathlib.Path:
+    """Where a row's entropy CSVs are now: the recorded path, else the same cell's folder under ``study_dir``
+    (a results folder copied or moved from the machine that ran it)."""
+    path = pathlib.Path(recorded)
+    return path if path.is_dir() else study_dir / "cells" / path.parent.name / path.name
+
+
 def plot_entropy_curves(plt, rows: list[dict], kinds: list[str], out: pathlib.Path) -> list[pathlib.Path]:
     """``entropy_SOURCE.png``: entropy vs ||q|| (mean over layers, first seed) per kind, dashed softmax
     entropy on the same q, k."""
@@ -53,7 +60,7 @@ def plot_entropy_curves(plt, rows: list[dict], kinds: list[str], out: pathlib.Pa
     for source in sorted({r["source"] for r in rows if r.get("source")}):
         dirs = {}
         for r in sorted((r for r in rows if r.get("source") == source), key=lambda r: r["seed"]):
-            dirs.setdefault(r["attention"], pathlib.Path(r["entropy_dir"]))
+            dirs.setdefault(r["attention"], _entropy_dir(r["entropy_dir"], out.parent))
         names = [k for k in kinds if k in dirs]
         fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names) + 1, 2.8), squeeze=False)
         for ax, kind in zip(axes[0], names):
@@ -65,7 +72,8 @@ def plot_entropy_curves(plt, rows: list[dict], kinds: list[str], out: pathlib.Pa
             ax.set_title(kind, fontsize=9)
             ax.set_xlabel("||q||")
         axes[0][0].set_ylabel("attention entropy")
-        axes[0][0].legend(fontsize=7)
+        if axes[0][0].lines:
+            axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{source}: entropy vs query norm (trained models)", fontsize=10)
         fig.tight_layout()
         path = out / f"entropy_{source}.png"
