@@ -167,3 +167,15 @@ def test_jobs_split_the_cells_between_worker_processes(tmp_path, tiny_quick):
     assert runs == 3  # every cell ran exactly once
     with pytest.raises(ValueError, match="--jobs"):
         run_study(["mqar"], ["nala"], 1, True, "cpu", tmp_path, jobs=0)
+
+
+def test_jobs_argument(monkeypatch):
+    from nalaformer.reproduce import command
+
+    monkeypatch.setattr(command.os, "cpu_count", lambda: 2)
+    assert command.parse_jobs("auto") == 2 and command.parse_jobs("3") == 3
+    monkeypatch.setattr(command.os, "cpu_count", lambda: 64)
+    assert command.parse_jobs("auto") == command.MAX_AUTO_JOBS
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(ValueError, match="--jobs"):
+            command.parse_jobs(bad)
