@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n auto  # pytest-xdist, one worker per core (tests/conftest.py splits the threads)
 
 .PHONY: run test fashion-data clean
 
