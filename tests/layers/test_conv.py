@@ -69,6 +69,7 @@ def _ops(module, x):
                                         ((8, 8), False)])
 def test_module_takes_the_dense_form_for_images_no_larger_than_the_kernel(size, dense):
     conv = DepthwiseConv2d(6, 3)
+    conv.dense_on_cpu = True
     x = torch.randn(2, 6, *size)
     ops = _ops(conv, x)
     assert ("aten::einsum" in ops) is dense and ("aten::convolution" in ops) is not dense
@@ -76,9 +77,27 @@ def test_module_takes_the_dense_form_for_images_no_larger_than_the_kernel(size, 
         torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1, groups=6))
 
 
+@pytest.mark.parametrize("lacks_avx512", [True, False])
+def test_module_decides_by_the_cpu_unless_told(monkeypatch, lacks_avx512):
+    from nalaformer.layers import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "cpu_lacks_avx512", lambda: lacks_avx512)
+    conv, x = DepthwiseConv2d(6, 3), torch.randn(2, 6, 2, 2)
+    assert ("aten::einsum" in _ops(conv, x)) is lacks_avx512
+    conv.dense_on_cpu = not lacks_avx512
+    assert ("aten::einsum" in _ops(conv, x)) is not lacks_avx512
+
+
+def test_cpu_capability_probe_follows_aten():
+    from nalaformer.layers.conv import cpu_lacks_avx512
+
+    assert cpu_lacks_avx512() is not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def test_module_is_a_drop_in_conv2d():
     torch.manual_seed(0)
     conv = DepthwiseConv2d(12, 5, bias=False)
+    conv.dense_on_cpu = True
     plain = torch.nn.Conv2d(12, 12, 5, padding=2, groups=12, bias=False)
     assert isinstance(conv, torch.nn.Conv2d) and conv.padding == (2, 2) and conv.groups == 12
     assert conv.state_dict().keys() == plain.state_dict().keys()

@@ -198,3 +198,9 @@ def test_resume_with_changed_settings_reports_and_applies_or_refuses(tmp_path, f
         longer.scheduler._get_lr(longer.num_updates)[0])  # the new schedule's lr at the resumed update
     with pytest.raises(CheckpointError, match="cannot change mid-run: --img-size 32 -> 48"):
         Trainer(tiny_config(tmp_path, fashion_dir, epochs=3, img_size=48, resume="auto"))
+
+
+@pytest.mark.parametrize("opt, fused", [("adamw", True), ("sgd", None)])
+def test_adam_steps_are_fused(tmp_path, fashion_dir, opt, fused):
+    trainer = Trainer(tiny_config(tmp_path, fashion_dir, epochs=1, max_train_batches=1, max_eval_batches=1, opt=opt))
+    assert trainer.optimizer.param_groups[0].get("fused") is fused

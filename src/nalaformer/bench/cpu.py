@@ -63,6 +63,7 @@ def set_mode(model, mode: str) -> None:
     for name, module in depthwise_modules(model):
         fast = mode == "all" or (mode == "blocks" and "lepe" not in name)
         module.__class__ = DepthwiseConv2d if fast else torch.nn.Conv2d
+        module.dense_on_cpu = fast  # the dense form whatever the CPU (the module's default decides by the CPU)
 
 
 def conv_shapes(model, x) -> list[tuple[int, int, int, int]]:

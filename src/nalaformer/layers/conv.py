@@ -46,13 +46,25 @@ def depthwise_conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     return out.contiguous(memory_format=layout)
 
 
+_LACKS_AVX512 = not torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")  # read once: fixed per process
+
+
+def cpu_lacks_avx512() -> bool:
+    """True when aten dispatches below AVX-512 (the hardware lacks it, or ``ATEN_CPU_CAPABILITY`` lowers it)."""
+    return _LACKS_AVX512
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """Depthwise k x k convolution, stride 1, zero 'same' padding: an ``nn.Conv2d(dim, dim, k, padding=k // 2,
     groups=dim)`` (same parameters and state dict) whose CPU forward takes :func:`depthwise_conv2d_dense` for
-    images no larger than the kernel (H*W <= k*k). oneDNN's depthwise kernels are slow there (5-40x at 1x1 and
-    2x2 images, most on CPUs without AVX-512; docs/benchmarks.md). Other devices and larger images run
-    ``nn.Conv2d`` (cuDNN on GPUs). (B, dim, H, W) -> (B, dim, H, W).
+    images no larger than the kernel (H*W <= k*k) on CPUs without AVX-512: oneDNN's AVX2 depthwise kernels are
+    slow there (5-40x at 1x1 and 2x2 images; the `make run` model trains 1.34x faster), while with AVX-512 they
+    are not (the dense form was 0.86x with 2 threads; docs/benchmarks.md). ``dense_on_cpu`` True / False forces
+    the choice, None (default) decides by the CPU. Other devices and larger images run ``nn.Conv2d`` (cuDNN on
+    GPUs). (B, dim, H, W) -> (B, dim, H, W).
     """
+
+    dense_on_cpu: bool | None = None
 
     def __init__(self, dim: int, kernel_size: int = 3, bias: bool = True, device=None, dtype=None):
         if kernel_size % 2 == 0:
@@ -62,7 +74,8 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
-        if x.device.type == "cpu" and x.dim() == 4 and x.shape[-2] * x.shape[-1] <= kh * kw:
+        dense = cpu_lacks_avx512() if self.dense_on_cpu is None else self.dense_on_cpu
+        if dense and x.device.type == "cpu" and x.dim() == 4 and x.shape[-2] * x.shape[-1] <= kh * kw:
             return depthwise_conv2d_dense(x, self.weight, self.bias)
         return super().forward(x)
 

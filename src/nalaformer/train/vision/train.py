@@ -155,8 +155,11 @@ class Trainer:
         # dist_model: the DDP-wrapped or FSDP2-sharded model (state dicts); model: what runs (compiled or not)
         self.dist_model = wrap_model(model, self.env, cfg.distributed, shard_units=_shard_units())
         self.model = _compiled(self.dist_model, cfg.compile_mode) if cfg.compile else self.dist_model
+        # torch's fused Adam(W) step: one kernel per tensor (CPU 2.6 vs 7.7 ms a step for the make-run model)
+        fused = {"fused": True} if cfg.opt.lower() in ("adam", "adamw") and not (
+            cfg.distributed == "fsdp" and self.env.distributed) else {}
         self.optimizer = create_optimizer_v2(unwrap(self.dist_model), opt=cfg.opt, lr=self.lr,
-                                             weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+                                             weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, **fused)
         self.steps_per_epoch = len(self.data.train)
         if cfg.max_train_batches:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_train_batches)
