@@ -92,3 +92,27 @@ def test_absent_baseline_says_what_it_needs(tmp_path, monkeypatch):
     monkeypatch.setenv(vision.BASELINES_ENV, str(tmp_path))
     with pytest.raises(FileNotFoundError, match="from a checkout of the repository.*NALAFORMER_BASELINES"):
         vision.authors_model_class()
+
+
+def test_compile_flag_compiles_every_model_and_warmup_is_reported_apart(monkeypatch):
+    import torch
+
+    from nalaformer.bench import vision
+
+    compiled = []
+
+    def fake_compile(model):  # records what would be compiled; compiling for real takes minutes on a CPU
+        compiled.append(type(model).__name__)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(vision, "check_compiled", lambda *a: {"passed": True, "rel_err_bf16": 0.0,
+                                                              "tolerance_bf16": 3e-2})
+    settings, _ = parse_args(["--out", "x", "--device", "cpu", "--quick", "--compile", "--img-size", "32",
+                              "--warmup", "1", "--iters", "1", "--references", "resnet10t"])
+    assert settings.image_size == 32 and settings.compile
+    report = vision.run(settings)
+    assert compiled == ["NaLaFormer", "AuthorsNaLaFormer", "AuthorsNaLaFormer", "ResNet"]
+    timed = [r for r in report["results"] if r["mode"] in ("inference", "training")]
+    assert len(timed) == 8 and all(r["warmup_s"] > 0 and r["extra"]["compiled"] for r in timed)
+    assert "every model torch.compile'd" in format_table(report)

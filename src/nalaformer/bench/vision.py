@@ -2,6 +2,7 @@
 
     python -m nalaformer.bench.vision --out DIR                  # the H200 run
     python -m nalaformer.bench.vision --out DIR --device cpu --quick   # a smoke test
+    nalaformer bench vision --out DIR --compile --img-size 896 --infer-batch 16 --train-batch 8   # compiled vs compiled
 
 Measures, all under bf16 autocast with channels_last tensors:
   * inference img/s (batch 256, 224^2) and training img/s (batch 128, forward + backward + SGD step)
@@ -96,6 +97,7 @@ class Result:
     img_per_s: float | None = None
     ms_per_iter: float | None = None
     peak_mem_gib: float | None = None
+    warmup_s: float | None = None  # the warm-up calls (compilation, autotuning, cuDNN's choice), timed apart
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -148,19 +150,21 @@ def build_pair(name: str, device: str, seed: int = 0):
     return [m.to(device).to(memory_format=torch.channels_last) for m in (ours, authors, authors_autocast)]
 
 
-def _time(step, settings: Settings) -> float:
-    """Seconds per call of ``step`` after warm-up."""
+def _time(step, settings: Settings) -> tuple[float, float]:
+    """(seconds per call of ``step`` after warm-up, seconds of the warm-up calls: compilation included)."""
+    start = time.perf_counter()
     for _ in range(settings.warmup):
         step()
     _sync(settings.device)
+    warmup = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(settings.iters):
         step()
     _sync(settings.device)
-    return (time.perf_counter() - start) / settings.iters
+    return (time.perf_counter() - start) / settings.iters, warmup
 
 
-def bench_inference(model, settings: Settings) -> float:
+def bench_inference(model, settings: Settings) -> tuple[float, float]:
     model.eval()
     x = _images(settings.infer_batch, settings.image_size, settings.device)
 
@@ -179,7 +183,7 @@ def _train_step(model, x, labels, optimizer, device):
     optimizer.zero_grad(set_to_none=True)
 
 
-def bench_training(model, settings: Settings) -> float:
+def bench_training(model, settings: Settings) -> tuple[float, float]:
     model.train()
     x = _images(settings.train_batch, settings.image_size, settings.device)
     labels = torch.randint(0, 1000, (settings.train_batch,), device=settings.device)
@@ -264,14 +268,21 @@ def check_equal(ours, authors, settings: Settings) -> dict:
 
 
 def _maybe_compile(model, settings: Settings):
+    """``torch.compile`` under ``--compile``, for every model alike (ours, the authors', the references)."""
     return torch.compile(model) if settings.compile else model
+
+
+def _measure(name: str, impl: str, mode: str, bench, model, settings: Settings) -> Result:
+    seconds, warmup = bench(model, settings)
+    return _progress(Result(name, impl, mode, ms_per_iter=1e3 * seconds, warmup_s=warmup,
+                            extra={"compiled": settings.compile}), settings)
 
 
 def _progress(result: Result, settings: Settings) -> Result:
     """Print one throughput row as soon as it is measured (a cut-off run still leaves its numbers)."""
     batch = settings.infer_batch if result.mode == "inference" else settings.train_batch
     print(f"  {result.model} {result.impl} {result.mode}: {result.ms_per_iter:.2f} ms/iter, "
-          f"{batch / (result.ms_per_iter / 1e3):.1f} img/s", flush=True)
+          f"{batch / (result.ms_per_iter / 1e3):.1f} img/s (warm-up {result.warmup_s:.1f} s)", flush=True)
     return result
 
 
@@ -286,11 +297,11 @@ def run(settings: Settings) -> dict:
     for name in settings.models:
         ours, authors, authors_autocast = build_pair(name, settings.device)
         checks[name] = check_equal(ours, authors, settings)
-        impls = {"ours": _maybe_compile(ours, settings), "authors": authors, "authors_autocast": authors_autocast}
+        impls = {"ours": ours, "authors": authors, "authors_autocast": authors_autocast}
+        impls = {impl: _maybe_compile(model, settings) for impl, model in impls.items()}
         for impl, model in impls.items():
             for mode, bench in (("inference", bench_inference), ("training", bench_training)):
-                results.append(_progress(Result(name, impl, mode, ms_per_iter=1e3 * bench(model, settings)),
-                                         settings))
+                results.append(_measure(name, impl, mode, bench, model, settings))
                 if impl == "ours" and mode == "inference" and settings.compile:
                     compiled_checks[name] = check_compiled(model, ours, settings)
                     print(f"  {name} compiled vs eager: {compiled_checks[name]}", flush=True)
@@ -304,8 +315,9 @@ def run(settings: Settings) -> dict:
     for name in settings.references:
         kwargs = {"img_size": settings.image_size} if name.startswith("swin") else {}
         model = timm.create_model(name, **kwargs).to(settings.device).to(memory_format=torch.channels_last)
+        model = _maybe_compile(model, settings)
         for mode, bench in (("inference", bench_inference), ("training", bench_training)):
-            results.append(_progress(Result(name, "timm", mode, ms_per_iter=1e3 * bench(model, settings)), settings))
+            results.append(_measure(name, "timm", mode, bench, model, settings))
         del model
     for r in results:
         if r.ms_per_iter is not None:
@@ -333,13 +345,17 @@ def _ratio(value, base) -> str:
     return f"{value / base:.2f}x" if value is not None and base else ""
 
 
+def _seconds(value) -> str:
+    return f"{value:.1f}" if value is not None else ""
+
+
 def format_table(report: dict) -> str:
     """Throughput rows with ratios to the authors' math and to the first reference; memory rows; checks."""
     rows = report["results"]
     references = report["settings"]["references"]
     ref_name = references[0] if references else None
     header = f"{'model':<30} {'impl':<17} {'mode':<16} {'img/s':>9} {'ms/iter':>9} {'vs authors':>10} " \
-             f"{'vs ' + str(ref_name)[:12]:>15} {'peak GiB':>9}"
+             f"{'vs ' + str(ref_name)[:12]:>15} {'peak GiB':>9} {'warm-up s':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
         base = _find(rows, r["model"], "authors", r["mode"])
@@ -348,12 +364,16 @@ def format_table(report: dict) -> str:
             vs_authors = _ratio(r["img_per_s"], base and base["img_per_s"]) if r["impl"] != "authors" else ""
             vs_ref = _ratio(r["img_per_s"], ref and ref["img_per_s"])
             lines.append(f"{r['model']:<30} {r['impl']:<17} {r['mode']:<16} {r['img_per_s']:>9.1f} "
-                         f"{r['ms_per_iter']:>9.2f} {vs_authors:>10} {vs_ref:>15} {'':>9}")
+                         f"{r['ms_per_iter']:>9.2f} {vs_authors:>10} {vs_ref:>15} {'':>9} "
+                         f"{_seconds(r.get('warmup_s')):>9}")
         else:
             peak = f"{r['peak_mem_gib']:.2f}" if r["peak_mem_gib"] is not None else (r["note"] or "-")[:9]
             vs_authors = _ratio(r["peak_mem_gib"], base and base["peak_mem_gib"]) if r["impl"] != "authors" else ""
             lines.append(f"{r['model']:<30} {r['impl']:<17} {r['mode']:<16} {'':>9} {'':>9} {vs_authors:>10} "
                          f"{'':>15} {peak:>9}")
+    compiled = "every model torch.compile'd" if report["settings"].get("compile") else "every model eager"
+    lines += ["", f"{compiled}; warm-up s: the {report['settings'].get('warmup')} untimed warm-up calls "
+                  "(compilation included), reported apart from the timed ones"]
     lines.append("")
     for name, check in report["correctness"].items():
         status = "PASS" if check["passed"] else "FAIL"
@@ -374,9 +394,13 @@ def parse_args(argv=None) -> tuple[Settings, Path]:
     parser.add_argument("--models", nargs="+", help="nalaformer variants (default: nalaformer_t nalaformer_s)")
     parser.add_argument("--references", nargs="*",
                         help="timm reference models (default: Swin-T, ConvNeXt-T; the flag with no names: none)")
-    for flag in ("image-size", "infer-batch", "train-batch", "mem-size", "mem-batch", "warmup", "iters"):
+    parser.add_argument("--img-size", "--image-size", dest="image_size", type=int,
+                        help="image side for the throughput rows (default 224; Swin is built for it)")
+    for flag in ("infer-batch", "train-batch", "mem-size", "mem-batch", "warmup", "iters"):
         parser.add_argument(f"--{flag}", type=int)
-    parser.add_argument("--compile", action="store_true", help="torch.compile our models")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every model (ours, the authors', the references): compiled vs compiled; "
+                             "the warm-up calls, compilation included, are reported apart (warmup_s)")
     args = parser.parse_args(argv)
     settings = Settings(device=args.device)
     if args.quick:
