@@ -154,16 +154,33 @@ def _oom_guard(fn):
 @_oom_guard
 def bench_training(model, context: int, tokens: int, device, dtype, iters: int, warmup: int,
                    compile: bool = False) -> dict:
-    """Training tokens/s (forward, backward, AdamW step) and peak memory at one context length."""
+    """Training tokens/s (forward, backward, AdamW step), peak memory and the warm-up's seconds (compilation
+    included), at one context length. ``compile``: torch.compile the model; a model that does not compile (a
+    dynamo or inductor error) is measured eagerly instead, with ``compile_error`` saying why."""
+    if not compile:
+        return {**_training_rate(model, model, context, tokens, device, dtype, iters, warmup), "compiled": False}
+    try:
+        return {**_training_rate(model, torch.compile(model), context, tokens, device, dtype, iters, warmup),
+                "compiled": True}
+    except torch._dynamo.exc.TorchDynamoException as exc:
+        torch._dynamo.reset()
+        eager = _training_rate(model, model, context, tokens, device, dtype, iters, warmup)
+        return {**eager, "compiled": False, "compile_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+
+
+def _training_rate(model, forward, context: int, tokens: int, device, dtype, iters: int, warmup: int) -> dict:
     batch = max(1, tokens // context)
-    forward = torch.compile(model) if compile else model
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (batch, context), device=device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     timer, times = _StepTimer(device), []
     _reset_peak(device)
+    started = time.perf_counter()
     for i in range(warmup + iters):
+        if i == warmup:
+            _synchronize(device)
+            warmup_s = time.perf_counter() - started
         with (timer(times) if i >= warmup else contextlib.nullcontext()):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 loss = torch.nn.functional.cross_entropy(forward(ids, use_cache=False).logits.flatten(0, 1).float(),
@@ -172,7 +189,13 @@ def bench_training(model, context: int, tokens: int, device, dtype, iters: int, 
             opt.step()
             opt.zero_grad(set_to_none=True)
     step = statistics.median(times)
-    return {"batch": batch, "tokens_per_s": batch * context / step, "step_s": step, "peak_gib": _peak_gib(device)}
+    return {"batch": batch, "tokens_per_s": batch * context / step, "step_s": step, "peak_gib": _peak_gib(device),
+            "warmup_s": warmup_s}
+
+
+def _synchronize(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _cache_kwarg(model) -> str:

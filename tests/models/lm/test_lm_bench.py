@@ -33,6 +33,25 @@ def test_quick_benchmark_with_compiled_training(tmp_path):
     assert bench_lm.run(parser.parse_args(["--quick", "--models", "nala", "--compile", "--json", str(out)])) == 0
     train = json.loads(out.read_text())["models"]["nala"]["train"]
     assert train and all("error" not in r and r["tokens_per_s"] > 0 for r in train.values())
+    assert all(r["compiled"] and r["warmup_s"] > 0 for r in train.values())  # warm-up (compilation) reported apart
+
+
+def test_a_model_that_does_not_compile_is_measured_eagerly_with_the_reason(monkeypatch):
+    import torch
+
+    from nalaformer.models.lm import NaLaConfig, NaLaForCausalLM
+
+    def no_compile(model):
+        def fail(*args, **kwargs):
+            raise torch._dynamo.exc.Unsupported("fla's kernel is opaque to dynamo")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    model = NaLaForCausalLM(NaLaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2))
+    result = bench_lm.bench_training(model, 16, 32, torch.device("cpu"), torch.float32, iters=1, warmup=1,
+                                     compile=True)
+    assert not result["compiled"] and "opaque" in result["compile_error"] and result["tokens_per_s"] > 0
 
 
 def test_compile_flag_selects_models():
