@@ -1,7 +1,7 @@
 """The two sizes of the study. Every attention kind gets exactly the same settings (no per-kind tuning).
 
 ``QUICK``: CPU smoke scale (every cell, one seed, minutes). ``FULL``: every cell with three seeds on one H200
-in 23 min 45 s with ``--jobs 12`` (measured, docs/reproduction.md).
+in about 24 minutes with ``--jobs 12`` (90 of its 91 cells in 23 min 43 s, docs/reproduction.md).
 
 MQAR recipe (measured on CPU, docs/reproduction.md): Zoology's backbone gives every mixer a short causal
 conv before it; here every kind alike gets ``short_conv_size=4`` on q, k and v (``short_conv_on="qkv"``).
