@@ -179,3 +179,18 @@ def test_jobs_argument(monkeypatch):
     for bad in ("0", "-2", "two", "1.5"):
         with pytest.raises(ValueError, match="--jobs"):
             command.parse_jobs(bad)
+
+
+@pytest.mark.parametrize("gib, jobs", [(139, 12), (24, 4), (8, 1), (4, 1)])
+def test_auto_jobs_fit_the_gpu_memory(monkeypatch, gib, jobs):
+    import types
+
+    import torch
+
+    from nalaformer.reproduce import command
+
+    monkeypatch.setattr(command.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: types.SimpleNamespace(total_memory=gib * 2 ** 30))
+    assert command.parse_jobs("auto", "cuda") == jobs
+    assert command.parse_jobs("3", "cuda") == 3  # an explicit count is the user's call

@@ -14,6 +14,7 @@ __all__ = ["HELP", "add_arguments", "run", "run_study", "TASK_NAMES"]
 
 HELP = "reproduce the paper's claims at small scale: every task x attention kind x seed, a table and plots"
 MAX_AUTO_JOBS = 12  # measured on one H200 with 16 host cores: the whole study in 24 minutes
+GIB_PER_GPU_JOB = 6  # GPU memory 'auto' sets aside per worker (a full-size cell; 12 fit an H200's 139 GiB)
 TASK_NAMES = ("fashion_mnist", "fashion_scenes", "scenes_speed", "python_docs_bytes", "mqar")
 
 
@@ -51,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes sharing the device, each with --threads or cpu_count/jobs threads and "
                              "its log in OUTPUT_DIR/logs; small models leave a GPU and a many-core CPU mostly idle "
                              "(one H200 ran 12 cells at once); the timed cells (scenes_speed) run afterwards, alone "
-                             f"(default 'auto': one per CPU core, at most {MAX_AUTO_JOBS})")
+                             f"(default 'auto': one per CPU core, at most {MAX_AUTO_JOBS}, and on a GPU at most one "
+                             f"per {GIB_PER_GPU_JOB} GiB of its memory)")
     parser.add_argument("--output-dir", required=True, help="results.json, results.md, plots/ and per-cell runs")
 
 
@@ -65,10 +67,17 @@ def _device(name: str) -> str:
     return name
 
 
-def parse_jobs(text: str | int) -> int:
-    """``"auto"`` -> one per CPU core, at most MAX_AUTO_JOBS; otherwise a positive int."""
+def parse_jobs(text: str | int, device: str = "cpu") -> int:
+    """``"auto"`` -> one per CPU core, at most MAX_AUTO_JOBS and, on a GPU, one per GIB_PER_GPU_JOB of its memory;
+    otherwise a positive int."""
     if text == "auto":
-        return max(1, min(MAX_AUTO_JOBS, os.cpu_count() or 1))
+        jobs = min(MAX_AUTO_JOBS, os.cpu_count() or 1)
+        if device.startswith("cuda"):
+            import torch
+
+            total = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2 ** 30
+            jobs = min(jobs, int(total // GIB_PER_GPU_JOB))
+        return max(1, jobs)
     try:
         jobs = int(text)
     except (TypeError, ValueError):
@@ -234,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     kinds = args.attentions or _kinds()
     seeds = args.seeds if args.seeds is not None else size_settings(args.quick)["seeds"]
-    run_study(args.tasks, kinds, seeds, args.quick, _device(args.device), args.output_dir,
+    device = _device(args.device)
+    run_study(args.tasks, kinds, seeds, args.quick, device, args.output_dir,
               data={"data_dir": args.data_dir, "corpus": args.corpus}, shard=parse_shard(args.shard),
-              jobs=parse_jobs(args.jobs), threads=args.threads)
+              jobs=parse_jobs(args.jobs, device), threads=args.threads)
     return 0
