@@ -179,7 +179,7 @@ def _training_rate(model, forward, context: int, tokens: int, device, dtype, ite
     started = time.perf_counter()
     for i in range(warmup + iters):
         if i == warmup:
-            _synchronize(device)
+            _sync(device)
             warmup_s = time.perf_counter() - started
         with (timer(times) if i >= warmup else contextlib.nullcontext()):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -191,11 +191,6 @@ def _training_rate(model, forward, context: int, tokens: int, device, dtype, ite
     step = statistics.median(times)
     return {"batch": batch, "tokens_per_s": batch * context / step, "step_s": step, "peak_gib": _peak_gib(device),
             "warmup_s": warmup_s}
-
-
-def _synchronize(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _cache_kwarg(model) -> str:

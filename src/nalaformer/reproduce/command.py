@@ -118,8 +118,10 @@ def _run_cells(cells, store, settings: dict, device: str, out: pathlib.Path, siz
     for task, kind, seed in tqdm(cells, desc="reproduce", unit="cell", disable=not progress):
         name = f"{task}-{kind}-s{seed}"
         with store.claim(name) as mine:
+            if not mine:  # another process is running it
+                continue
             store.reload()
-            if not mine or store.done(task, kind, seed, size):  # another process runs or ran it
+            if store.done(task, kind, seed, size):  # another process ran it
                 continue
             cell = Cell(task, kind, seed, size, settings[task], device, out / "cells" / name)
             tqdm.write(f"-- {task} / {kind} / seed {seed}")
