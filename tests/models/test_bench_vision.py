@@ -116,3 +116,27 @@ def test_compile_flag_compiles_every_model_and_warmup_is_reported_apart(monkeypa
     timed = [r for r in report["results"] if r["mode"] in ("inference", "training")]
     assert len(timed) == 8 and all(r["warmup_s"] > 0 and r["extra"]["compiled"] for r in timed)
     assert "every model torch.compile'd" in format_table(report)
+
+
+def test_impls_choose_which_implementations_are_timed():
+    from nalaformer.bench import vision
+
+    settings, _ = parse_args(["--out", "x", "--device", "cpu", "--quick", "--impls", "ours", "--references",
+                              "--warmup", "1", "--iters", "1"])
+    assert settings.impls == ("ours",)
+    report = vision.run(settings)
+    assert {r["impl"] for r in report["results"]} == {"ours"}
+    assert report["correctness"]["nalaformer_t"]["passed"]  # the check against the authors' math still runs
+    assert "ours" in format_table(report)
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--impls", "theirs"])
+
+
+def test_references_alone_and_the_compile_mode():
+    from nalaformer.bench import vision
+
+    settings, _ = parse_args(["--out", "x", "--device", "cpu", "--quick", "--models", "--references", "resnet10t",
+                              "--warmup", "1", "--iters", "1", "--compile-mode", "reduce-overhead"])
+    assert settings.models == () and settings.compile_mode == "reduce-overhead" and not settings.compile
+    report = vision.run(settings)
+    assert {r["model"] for r in report["results"]} == {"resnet10t"} and report["correctness"] == {}

@@ -41,7 +41,9 @@ QUICK = dict(preset="nala-tiny", train_contexts="64,128", decode_contexts="32,96
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default="nala,llama,fla", help="comma-separated: nala, llama, fla")
+    parser.add_argument("--models", default="nala,llama,fla",
+                        help="comma-separated: nala, llama, fla, or nala:KIND[@BACKEND] (our LM with another "
+                             "attention kind of the zoo, e.g. nala:relu_linear or nala:relu_linear@torch)")
     parser.add_argument("--preset", default="nala-340m", help="NaLa preset whose sizes every model uses")
     parser.add_argument("--train-contexts", default="2048,16384", help="training sequence lengths")
     parser.add_argument("--train-tokens", type=int, default=32768, help="tokens per training step")
@@ -77,6 +79,9 @@ def build_models(names: list[str], preset: str) -> dict[str, torch.nn.Module]:
     for name in names:
         if name == "nala":
             models[name] = NaLaForCausalLM(nala_cfg)
+        elif name.startswith("nala:"):
+            kind, _, backend = name[len("nala:"):].partition("@")
+            models[name] = NaLaForCausalLM(preset_config(preset, attn_type=kind, attn_backend=backend or "auto"))
         elif name == "llama":
             from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -95,7 +100,7 @@ def build_models(names: list[str], preset: str) -> dict[str, torch.nn.Module]:
                                             feature_map="relu", **common)
             models[name] = LinearAttentionForCausalLM(fla_cfg)
         else:
-            raise ValueError(f"--models: unknown model {name!r}; choose from nala, llama, fla")
+            raise ValueError(f"--models: unknown model {name!r}; choose from nala, llama, fla, nala:KIND[@BACKEND]")
     return models
 
 

@@ -73,6 +73,9 @@ def authors_model_class():
 # ---------------------------------------------------------------------------------------------------------
 
 
+IMPLS = ("ours", "authors", "authors_autocast")
+
+
 @dataclass
 class Settings:
     device: str
@@ -86,7 +89,9 @@ class Settings:
     iters: int = 30
     check_batch: int = 8
     compile: bool = False
+    compile_mode: str = "default"
     references: tuple[str, ...] = ("swin_tiny_patch4_window7_224", "convnext_tiny")
+    impls: tuple[str, ...] = IMPLS
 
 
 @dataclass
@@ -150,21 +155,26 @@ def build_pair(name: str, device: str, seed: int = 0):
     return [m.to(device).to(memory_format=torch.channels_last) for m in (ours, authors, authors_autocast)]
 
 
-def _time(step, settings: Settings) -> tuple[float, float]:
-    """(seconds per call of ``step`` after warm-up, seconds of the warm-up calls: compilation included)."""
+def _time(step, settings: Settings) -> tuple[float, float, float | None]:
+    """(seconds per call of ``step`` after warm-up, seconds of the warm-up calls: compilation included, peak GiB
+    allocated during the timed calls: CUDA only, else None)."""
     start = time.perf_counter()
     for _ in range(settings.warmup):
         step()
     _sync(settings.device)
     warmup = time.perf_counter() - start
+    cuda = settings.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(settings.iters):
         step()
     _sync(settings.device)
-    return (time.perf_counter() - start) / settings.iters, warmup
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
+    return (time.perf_counter() - start) / settings.iters, warmup, peak
 
 
-def bench_inference(model, settings: Settings) -> tuple[float, float]:
+def bench_inference(model, settings: Settings) -> tuple[float, float, float | None]:
     model.eval()
     x = _images(settings.infer_batch, settings.image_size, settings.device)
 
@@ -183,7 +193,7 @@ def _train_step(model, x, labels, optimizer, device):
     optimizer.zero_grad(set_to_none=True)
 
 
-def bench_training(model, settings: Settings) -> tuple[float, float]:
+def bench_training(model, settings: Settings) -> tuple[float, float, float | None]:
     model.train()
     x = _images(settings.train_batch, settings.image_size, settings.device)
     labels = torch.randint(0, 1000, (settings.train_batch,), device=settings.device)
@@ -269,20 +279,23 @@ def check_equal(ours, authors, settings: Settings) -> dict:
 
 def _maybe_compile(model, settings: Settings):
     """``torch.compile`` under ``--compile``, for every model alike (ours, the authors', the references)."""
-    return torch.compile(model) if settings.compile else model
+    if not settings.compile:
+        return model
+    return torch.compile(model) if settings.compile_mode == "default" else torch.compile(model, mode=settings.compile_mode)
 
 
 def _measure(name: str, impl: str, mode: str, bench, model, settings: Settings) -> Result:
-    seconds, warmup = bench(model, settings)
-    return _progress(Result(name, impl, mode, ms_per_iter=1e3 * seconds, warmup_s=warmup,
+    seconds, warmup, peak = bench(model, settings)
+    return _progress(Result(name, impl, mode, ms_per_iter=1e3 * seconds, warmup_s=warmup, peak_mem_gib=peak,
                             extra={"compiled": settings.compile}), settings)
 
 
 def _progress(result: Result, settings: Settings) -> Result:
     """Print one throughput row as soon as it is measured (a cut-off run still leaves its numbers)."""
     batch = settings.infer_batch if result.mode == "inference" else settings.train_batch
+    peak = "" if result.peak_mem_gib is None else f", peak {result.peak_mem_gib:.2f} GiB"
     print(f"  {result.model} {result.impl} {result.mode}: {result.ms_per_iter:.2f} ms/iter, "
-          f"{batch / (result.ms_per_iter / 1e3):.1f} img/s (warm-up {result.warmup_s:.1f} s)", flush=True)
+          f"{batch / (result.ms_per_iter / 1e3):.1f} img/s (warm-up {result.warmup_s:.1f} s{peak})", flush=True)
     return result
 
 
@@ -298,7 +311,7 @@ def run(settings: Settings) -> dict:
         ours, authors, authors_autocast = build_pair(name, settings.device)
         checks[name] = check_equal(ours, authors, settings)
         impls = {"ours": ours, "authors": authors, "authors_autocast": authors_autocast}
-        impls = {impl: _maybe_compile(model, settings) for impl, model in impls.items()}
+        impls = {impl: _maybe_compile(model, settings) for impl, model in impls.items() if impl in settings.impls}
         for impl, model in impls.items():
             for mode, bench in (("inference", bench_inference), ("training", bench_training)):
                 results.append(_measure(name, impl, mode, bench, model, settings))
@@ -306,6 +319,8 @@ def run(settings: Settings) -> dict:
                     compiled_checks[name] = check_compiled(model, ours, settings)
                     print(f"  {name} compiled vs eager: {compiled_checks[name]}", flush=True)
         for impl, model in (("ours", ours), ("authors", authors), ("authors_autocast", authors_autocast)):
+            if impl not in settings.impls:
+                continue
             peak, note = peak_training_memory(model, settings)
             results.append(Result(name, impl, f"train_mem_{settings.mem_size}", peak_mem_gib=peak, note=note,
                                   extra={"batch": settings.mem_batch}))
@@ -363,15 +378,17 @@ def format_table(report: dict) -> str:
             ref = _find(rows, ref_name, "timm", r["mode"]) if ref_name else None
             vs_authors = _ratio(r["img_per_s"], base and base["img_per_s"]) if r["impl"] != "authors" else ""
             vs_ref = _ratio(r["img_per_s"], ref and ref["img_per_s"])
+            peak = "" if r.get("peak_mem_gib") is None else f"{r['peak_mem_gib']:.2f}"
             lines.append(f"{r['model']:<30} {r['impl']:<17} {r['mode']:<16} {r['img_per_s']:>9.1f} "
-                         f"{r['ms_per_iter']:>9.2f} {vs_authors:>10} {vs_ref:>15} {'':>9} "
+                         f"{r['ms_per_iter']:>9.2f} {vs_authors:>10} {vs_ref:>15} {peak:>9} "
                          f"{_seconds(r.get('warmup_s')):>9}")
         else:
             peak = f"{r['peak_mem_gib']:.2f}" if r["peak_mem_gib"] is not None else (r["note"] or "-")[:9]
             vs_authors = _ratio(r["peak_mem_gib"], base and base["peak_mem_gib"]) if r["impl"] != "authors" else ""
             lines.append(f"{r['model']:<30} {r['impl']:<17} {r['mode']:<16} {'':>9} {'':>9} {vs_authors:>10} "
                          f"{'':>15} {peak:>9}")
-    compiled = "every model torch.compile'd" if report["settings"].get("compile") else "every model eager"
+    mode = report["settings"].get("compile_mode", "default")
+    compiled = f"every model torch.compile'd (mode {mode})" if report["settings"].get("compile") else "every model eager"
     lines += ["", f"{compiled}; warm-up s: the {report['settings'].get('warmup')} untimed warm-up calls "
                   "(compilation included), reported apart from the timed ones"]
     lines.append("")
@@ -391,9 +408,14 @@ def parse_args(argv=None) -> tuple[Settings, Path]:
     parser.add_argument("--out", type=Path, required=True, help="directory for vision_bench.json")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few iterations (smoke test)")
-    parser.add_argument("--models", nargs="+", help="nalaformer variants (default: nalaformer_t nalaformer_s)")
+    parser.add_argument("--models", nargs="*",
+                        help="nalaformer variants (default: nalaformer_t nalaformer_s; the flag with no names: none, "
+                             "to time the references alone)")
     parser.add_argument("--references", nargs="*",
                         help="timm reference models (default: Swin-T, ConvNeXt-T; the flag with no names: none)")
+    parser.add_argument("--impls", nargs="+", choices=IMPLS,
+                        help="which implementations of each nalaformer model to time (default: all; the equality "
+                             "check against the authors' math runs regardless)")
     parser.add_argument("--img-size", "--image-size", dest="image_size", type=int,
                         help="image side for the throughput rows (default 224; Swin is built for it)")
     for flag in ("infer-batch", "train-batch", "mem-size", "mem-batch", "warmup", "iters"):
@@ -401,20 +423,24 @@ def parse_args(argv=None) -> tuple[Settings, Path]:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile every model (ours, the authors', the references): compiled vs compiled; "
                              "the warm-up calls, compilation included, are reported apart (warmup_s)")
+    parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
+                        help="torch.compile mode for every model alike (reduce-overhead: CUDA graphs)")
     args = parser.parse_args(argv)
     settings = Settings(device=args.device)
     if args.quick:
         settings = Settings(device=args.device, models=("nalaformer_t",), image_size=64, infer_batch=2,
                             train_batch=2, mem_size=128, mem_batch=1, warmup=1, iters=2, check_batch=2,
                             references=("convnext_tiny",))
-    if args.models:
+    if args.models is not None:
         settings.models = tuple(args.models)
     if args.references is not None:
         settings.references = tuple(args.references)
+    if args.impls:
+        settings.impls = tuple(args.impls)
     for flag in ("image_size", "infer_batch", "train_batch", "mem_size", "mem_batch", "warmup", "iters"):
         if getattr(args, flag) is not None:
             setattr(settings, flag, getattr(args, flag))
-    settings.compile = args.compile
+    settings.compile, settings.compile_mode = args.compile, args.compile_mode
     return settings, args.out
 
 

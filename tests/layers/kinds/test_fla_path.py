@@ -51,3 +51,16 @@ def test_fla_path_fp32_is_tf32_accurate(kind):
     H200 (2026-12-02), short of our fp32 standard (1e-5), so fp32 calls never take this path by default."""
     out_err, state_err = _run(kind, torch.float32, False)
     assert out_err <= 3e-3 and state_err <= 3e-3
+
+
+@pytest.mark.parametrize("kind", ["relu_linear", "focused"])
+def test_auto_backend_runs_fla_for_bf16_inputs(kind):
+    """backend="auto" on causal bf16 CUDA inputs is the fla path (identical output), within 1e-2 of float64."""
+    torch.manual_seed(1)
+    core = create_core(kind, 4, 64).cuda()
+    q, k, v = (torch.randn(2, 257, 4, 64, device="cuda") for _ in range(3))
+    half = [t.bfloat16() for t in (q, k, v)]
+    auto = core(*half, causal=True)
+    assert torch.equal(auto, core(*half, causal=True, backend="fla"))
+    ref = core(*(t.double() for t in half), causal=True, backend="torch")
+    assert torch.isfinite(auto).all() and rel_err(auto, ref) <= 1e-2

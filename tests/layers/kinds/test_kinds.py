@@ -166,6 +166,36 @@ def test_bf16_inputs_compute_in_float32():
     assert o.dtype == torch.bfloat16 and rel_err(o, o64) <= 1e-2
 
 
+def test_auto_backend_takes_fla_only_for_causal_half_precision_cuda_inputs(monkeypatch):
+    """The choice itself, on CPU: with fla-core present, "auto" takes it only where its TF32 accuracy is inside the
+    inputs' tolerance (causal bf16/fp16 CUDA, unpacked); model-wide NaLa backends mean the PyTorch path."""
+    from nalaformer.ops.linear_attn import core as lin
+
+    class FakeCuda:  # resolve_backend reads only dtype and is_cuda
+        def __init__(self, dtype, is_cuda=True):
+            self.dtype, self.is_cuda = dtype, is_cuda
+
+    monkeypatch.setattr(lin, "_fla_numerator", lambda: object())
+    half = FakeCuda(torch.bfloat16)
+    assert lin.resolve_backend("auto", half, causal=True) == "fla"
+    assert lin.resolve_backend("auto", FakeCuda(torch.float16), causal=True) == "fla"
+    assert lin.resolve_backend("auto", half, causal=False) == "torch"
+    assert lin.resolve_backend("auto", half, causal=True, cu_seqlens=torch.tensor([0, 4])) == "torch"
+    assert lin.resolve_backend("auto", FakeCuda(torch.float32), causal=True) == "torch"
+    assert lin.resolve_backend("auto", FakeCuda(torch.bfloat16, is_cuda=False), causal=True) == "torch"
+    assert lin.resolve_backend("triton", half, causal=True) == "torch"
+    assert lin.resolve_backend("fla", FakeCuda(torch.float32), causal=True) == "fla"
+    monkeypatch.setattr(lin, "_fla_numerator", lambda: None)
+    assert lin.resolve_backend("auto", half, causal=True) == "torch"
+
+
+def test_fla_backend_on_cpu_is_refused_naming_the_argument():
+    phq = torch.rand(1, 4, 1, 1, 8)
+    with pytest.raises(ValueError, match="backend: 'fla' takes causal CUDA"):
+        from nalaformer.ops.linear_attn import linear_attention
+        linear_attention(phq, phq[:, :, :, 0], torch.rand(1, 4, 1, 8), causal=True, backend="fla")
+
+
 def test_unknown_kind_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match="kind: expected one of .*'softmax'.*got 'linear'"):
         get_kind("linear")

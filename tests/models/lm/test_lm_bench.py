@@ -106,3 +106,17 @@ def test_compile_names_must_be_benchmarked_models(tmp_path):
     with pytest.raises(ValueError, match="--compile"):
         bench_lm.run(parser.parse_args(["--quick", "--models", "nala", "--compile", "NaLa",
                                         "--json", str(tmp_path / "b.json")]))
+
+
+def test_zoo_kinds_are_benchmarked_in_our_lm_frame():
+    """nala:KIND[@BACKEND]: our LM with another attention kind (same frame, same size), its backend set."""
+    import pytest
+
+    models = bench_lm.build_models(["nala", "nala:relu_linear", "nala:polarity@torch"], "nala-tiny")
+    assert models["nala:relu_linear"].config.attn_type == "relu_linear"
+    assert models["nala:relu_linear"].config.attn_backend == "auto"
+    assert models["nala:polarity@torch"].config.attn_backend == "torch"
+    sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
+    assert max(sizes.values()) / min(sizes.values()) < 1.05
+    with pytest.raises(ValueError, match="attn_type"):
+        bench_lm.build_models(["nala:linear"], "nala-tiny")

@@ -19,7 +19,7 @@ from torch import nn
 
 from ...ops.autocast import autocast_disabled
 from ...ops.feature_maps import compute_dtype
-from ...ops.linear_attn import linear_attention, linear_attention_weights, linear_decode_step
+from ...ops.linear_attn import linear_attention, linear_attention_weights, linear_decode_step, resolve_backend
 
 __all__ = ["AttentionCore", "LinearAttentionCore"]
 
@@ -101,6 +101,7 @@ class LinearAttentionCore(AttentionCore):
 
     def forward(self, q, k, v, *, causal: bool = False, rope=None, initial_state=None, output_final_state=False,
                 cu_seqlens=None, max_seqlen=None, backend: str = "auto"):
+        backend = resolve_backend(backend, q, causal=causal, cu_seqlens=cu_seqlens)  # before the fp32 upcast
         with autocast_disabled(q.device.type):
             phq, phk = self._features(q, k)
             out = linear_attention(phq, phk, v.to(phq.dtype), causal=causal, eps=self.eps,
