@@ -304,6 +304,23 @@ def test_rope_tables():
     assert torch.allclose(off_sin, nf.rope_1d(6, 8)[0][3:])
 
 
+def test_rotary_is_the_pairwise_rotation_to_the_bit():
+    """apply_rotary (four contiguous passes) equals the textbook (x0 cos - x1 sin, x1 cos + x0 sin) exactly, and
+    rotate_features rotates both D-halves of the 2D features alike."""
+    from nalaformer.ops.reference import rotate_features
+
+    sin, cos = nf.rope_1d(7, 8, per_pair=True)
+    x = torch.randn(7, 3, 8)
+    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    s, c = sin[:, None], cos[:, None]
+    textbook = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), dim=-1).flatten(-2)
+    assert torch.equal(nf.apply_rotary(x, s, c), textbook)
+    features = torch.randn(7, 3, 16)
+    both = rotate_features(features, (sin, cos))
+    for half in (slice(0, 8), slice(8, 16)):
+        assert torch.equal(both[..., half], nf.apply_rotary(features[..., half], s, c))
+
+
 def test_per_pair_rope_tables_equal_per_column():
     """Tables with one value per pair (N, D/2) give the same rotation and the same attention as (N, D)."""
     full, pair = nf.rope_1d(7, 8), nf.rope_1d(7, 8, per_pair=True)

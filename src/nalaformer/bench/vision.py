@@ -281,7 +281,9 @@ def _maybe_compile(model, settings: Settings):
     """``torch.compile`` under ``--compile``, for every model alike (ours, the authors', the references)."""
     if not settings.compile:
         return model
-    return torch.compile(model) if settings.compile_mode == "default" else torch.compile(model, mode=settings.compile_mode)
+    if settings.compile_mode == "default":
+        return torch.compile(model)
+    return torch.compile(model, mode=settings.compile_mode)
 
 
 def _measure(name: str, impl: str, mode: str, bench, model, settings: Settings) -> Result:
@@ -388,7 +390,8 @@ def format_table(report: dict) -> str:
             lines.append(f"{r['model']:<30} {r['impl']:<17} {r['mode']:<16} {'':>9} {'':>9} {vs_authors:>10} "
                          f"{'':>15} {peak:>9}")
     mode = report["settings"].get("compile_mode", "default")
-    compiled = f"every model torch.compile'd (mode {mode})" if report["settings"].get("compile") else "every model eager"
+    compiled = (f"every model torch.compile'd (mode {mode})" if report["settings"].get("compile")
+                else "every model eager")
     lines += ["", f"{compiled}; warm-up s: the {report['settings'].get('warmup')} untimed warm-up calls "
                   "(compilation included), reported apart from the timed ones"]
     lines.append("")

@@ -11,7 +11,7 @@ import torch
 
 from .autocast import outside_autocast
 from .feature_maps import compute_dtype, nala_feature_maps
-from .rope import apply_rotary
+from .rope import rotate_columns, rotation_tables
 from .state import NaLaState
 
 __all__ = ["nala_attention_reference", "rotate_features", "segments", "over_segments"]
@@ -21,9 +21,9 @@ def rotate_features(phi: torch.Tensor, rope) -> torch.Tensor:
     """Rotate each D-half of the 2D features phi (L, H, 2D) by tables (L, D); identity if rope is None."""
     if rope is None:
         return phi
-    sin, cos = (t.to(phi.dtype)[:, None, None, :] for t in rope)  # (L, 1, 1, D)
-    halves = phi.unflatten(-1, (2, -1))  # (L, H, 2, D)
-    return apply_rotary(halves, sin, cos).flatten(-2)
+    signed_sin, cos = rotation_tables(*(t.to(phi.dtype) for t in rope), phi.shape[-1] // 2)  # (L, D) per column
+    # the same rotation on both D-halves: tables tiled to the full 2D width, (L, 1, 2D)
+    return rotate_columns(phi, *(torch.cat([t, t], -1)[:, None, :] for t in (signed_sin, cos)))
 
 
 def segments(batch: int, length: int, cu_seqlens) -> list[tuple[int, int, int]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rope_1d", "rope_2d", "apply_rotary"]
+__all__ = ["rope_1d", "rope_2d", "apply_rotary", "rotation_tables", "rotate_columns"]
 
 
 def _tables(angles: torch.Tensor, dtype: torch.dtype, per_pair: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,12 +82,26 @@ def rope_2d(
     return _tables(angles, dtype, per_pair)
 
 
+def rotation_tables(sin: torch.Tensor, cos: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tables per pair (..., width/2) or per column (..., width) -> per column ``(signed_sin, cos)``, each
+    (..., width), where ``signed_sin`` is -sin at the first member of a pair and +sin at the second."""
+    if width > 1 and sin.shape[-1] * 2 == width:  # per pair
+        first, second, cos = sin, sin, torch.stack((cos, cos), dim=-1).flatten(-2)
+    else:  # per column
+        first, second = sin[..., 0::2], sin[..., 1::2]
+    # no constant tensor built here: that would be a host-to-device copy in every eager call and in CUDA graphs
+    return torch.stack((-first, second), dim=-1).flatten(-2), cos
+
+
+def rotate_columns(x: torch.Tensor, signed_sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of x (..., D) by per-column tables from :func:`rotation_tables`:
+    ``x * cos + swap(x) * signed_sin``, swap exchanging the members of each pair. The same values as
+    ``(x0*cos - x1*sin, x1*cos + x0*sin)`` to the bit, in four passes over contiguous memory."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return x * cos + swapped * signed_sin
+
+
 def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of the last dim of ``x`` (..., D) by tables broadcastable to ``x``, either
     per column (..., D) or per pair (..., D/2)."""
-    if x.shape[-1] > 1 and sin.shape[-1] * 2 == x.shape[-1]:
-        x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
-        return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2)
-    pairs = x.unflatten(-1, (-1, 2))
-    rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    return x * cos + rotated_half * sin
+    return rotate_columns(x, *rotation_tables(sin, cos, x.shape[-1]))
