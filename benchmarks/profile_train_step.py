@@ -1,7 +1,7 @@
 """Where a training step's GPU time goes: compiled step of timm models (bf16 autocast, channels_last, fused AdamW).
 
     python benchmarks/profile_train_step.py --models nalaformer_t,swin_tiny_patch4_window7_224 \\
-        --sizes 224:128,896:8 [--mode reduce-overhead] --out DIR
+        --sizes 224:128,896:8 [--mode reduce-overhead] [--depthwise-form shifted] --out DIR
 
 Per (model, resolution): images/s over 20 steps after 5 warm-up steps (the first, compiling step timed apart),
 peak memory, CUDA kernel time per step by kernel family and the top kernels (torch.profiler over 3 steps).
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import nalaformer  # noqa: F401  (registers the nalaformer_* models with timm)
+from nalaformer.layers.conv import DEPTHWISE_GPU_FORMS, DepthwiseConv2d
 
 FAMILIES = (  # (family, name fragments); the first match wins: cuDNN's SDPA kernels also say 'cudnn'
     ("softmax attention (SDPA)", ("sdpa", "flash", "fmha")),
@@ -101,14 +102,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="224:128,896:8", help="SIZE:BATCH pairs")
     parser.add_argument("--mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument("--eager", action="store_true", help="do not compile")
+    parser.add_argument("--depthwise-form", default="cudnn", choices=DEPTHWISE_GPU_FORMS,
+                        help="nalaformer depthwise convs when compiled: cuDNN, or the shifted form inductor fuses")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
+    DepthwiseConv2d.compiled_gpu_form = args.depthwise_form
     rows = []
     for name in args.models.split(","):
         for spec in args.sizes.split(","):
             size, batch = map(int, spec.split(":"))
             row = profile_one(name, size, batch, args.mode, not args.eager)
+            row["depthwise_form"] = args.depthwise_form
             rows.append(row)
             print(f"\n=== {name} {size}^2 batch {batch} mode={args.mode}: {row['img_s']} img/s, "
                   f"step {row['step_ms']} ms, kernels {row['kernel_ms_per_step']} ms, peak {row['peak_gib']} GiB, "

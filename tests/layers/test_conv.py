@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import profile
 
-from nalaformer.layers import DepthwiseConv2d, depthwise_conv2d_dense
+from nalaformer.layers import DepthwiseConv2d, depthwise_conv2d_dense, depthwise_conv2d_shifted
 
 
 def _reference(x, weight, bias):
@@ -47,6 +47,36 @@ def test_dense_form_equals_conv2d_forward_and_backward(shape, kernel, channels_l
     for name, got, want in zip(["x", "weight", "bias"], grads, ref_grads):
         assert torch.isfinite(got).all(), name
         assert _rel(got, want) <= 1e-5, name
+
+
+@pytest.mark.parametrize("shape,kernel", [((2, 8, 1, 1), (3, 3)), ((2, 6, 7, 9), (3, 3)), ((3, 4, 8, 8), (5, 5)),
+                                          ((2, 5, 4, 6), (3, 5))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shifted_form_equals_conv2d_forward_and_backward(shape, kernel, channels_last):
+    """The form inductor fuses (torch.compile on CUDA with compiled_gpu_form="shifted") is the same convolution."""
+    gen = torch.Generator().manual_seed(11 + sum(shape))
+    x = torch.randn(shape, generator=gen)
+    x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_()
+    weight = torch.randn(shape[1], 1, *kernel, generator=gen, requires_grad=True)
+    bias = torch.randn(shape[1], generator=gen, requires_grad=True)
+    out = depthwise_conv2d_shifted(x, weight, bias)
+    assert out.shape == x.shape and _rel(out, _reference(x, weight, bias)) <= 1e-5
+    grad_out = torch.randn(shape, generator=gen)
+    grads = torch.autograd.grad(out, (x, weight, bias), grad_out)
+    refs = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    for got, want in zip(grads, torch.autograd.grad(_reference(*refs), refs, grad_out.double())):
+        assert torch.isfinite(got).all() and _rel(got, want) <= 1e-5
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computes in the autocast dtype, as the convolution does
+        assert depthwise_conv2d_shifted(x, weight, bias).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="weight: expected"):
+        depthwise_conv2d_shifted(x, weight[:, :, :2], bias)
+
+
+def test_shifted_form_is_taken_only_when_compiling_on_cuda():
+    conv = DepthwiseConv2d(4, 3)
+    conv.compiled_gpu_form = "shifted"
+    x = torch.randn(2, 4, 6, 6)
+    assert "aten::convolution" in _ops(conv, x)  # eager CPU: nn.Conv2d
 
 
 def test_dense_form_in_float64_and_bfloat16():
@@ -113,3 +143,25 @@ def test_bad_arguments_are_named():
         depthwise_conv2d_dense(torch.randn(1, 4, 2, 2), torch.randn(4, 1, 2, 2))
     with pytest.raises(ValueError, match="weight"):
         depthwise_conv2d_dense(torch.randn(1, 4, 2, 2), torch.randn(8, 1, 3, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_shifted_form_on_cuda_matches_float64():
+    """torch.compile of a DepthwiseConv2d with compiled_gpu_form="shifted" (inductor's fused kernel) against the
+    float64 convolution: fp32 forward and gradients within 1e-5, bf16 autocast within 1e-2."""
+    conv = DepthwiseConv2d(48, 5).cuda()
+    conv.compiled_gpu_form = "shifted"
+    compiled = torch.compile(conv)
+    x = torch.randn(4, 48, 28, 28, device="cuda").contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = compiled(x)
+    ref = _reference(x, conv.weight, conv.bias)
+    assert _rel(out, ref) <= 1e-5
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad_out)
+    refs = [t.detach().double().requires_grad_() for t in (x, conv.weight, conv.bias)]
+    for got, want in zip(grads, torch.autograd.grad(_reference(*refs), refs, grad_out.double())):
+        assert torch.isfinite(got).all() and _rel(got, want) <= 1e-5
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        half = compiled(x)
+    assert half.dtype == torch.bfloat16 and _rel(half.float(), ref) <= 1e-2

@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..layers.conv import DEPTHWISE_GPU_FORMS, DepthwiseConv2d
+
 # The authors' model lives outside the installed package, in the checkout's benchmarks/baselines/.
 BASELINES_ENV = "NALAFORMER_BASELINES"
 AUTHORS_FILE = "nalaformer_authors.py"
@@ -90,6 +92,7 @@ class Settings:
     check_batch: int = 8
     compile: bool = False
     compile_mode: str = "default"
+    depthwise_form: str = "cudnn"  # DepthwiseConv2d.compiled_gpu_form for our models
     references: tuple[str, ...] = ("swin_tiny_patch4_window7_224", "convnext_tiny")
     impls: tuple[str, ...] = IMPLS
 
@@ -306,6 +309,7 @@ def run(settings: Settings) -> dict:
 
     if settings.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
+    DepthwiseConv2d.compiled_gpu_form = settings.depthwise_form
     results: list[Result] = []
     checks: dict[str, dict] = {}
     compiled_checks: dict[str, dict] = {}
@@ -426,6 +430,9 @@ def parse_args(argv=None) -> tuple[Settings, Path]:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile every model (ours, the authors', the references): compiled vs compiled; "
                              "the warm-up calls, compilation included, are reported apart (warmup_s)")
+    parser.add_argument("--depthwise-form", choices=DEPTHWISE_GPU_FORMS, default="cudnn",
+                        help="our depthwise convolutions under --compile on CUDA: cuDNN, or the shifted form inductor "
+                             "fuses (layers.conv.depthwise_conv2d_shifted)")
     parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
                         help="torch.compile mode for every model alike (reduce-overhead: CUDA graphs)")
     args = parser.parse_args(argv)
@@ -444,6 +451,7 @@ def parse_args(argv=None) -> tuple[Settings, Path]:
         if getattr(args, flag) is not None:
             setattr(settings, flag, getattr(args, flag))
     settings.compile, settings.compile_mode = args.compile, args.compile_mode
+    settings.depthwise_form = args.depthwise_form
     return settings, args.out
 
 

@@ -11,7 +11,14 @@ from .attention2d import (
     create_attention2d,
 )
 from .classifier import NaLaClassifierHead
-from .conv import ConvBnAct, DepthwiseConv2d, NaLaStem, create_downsample, depthwise_conv2d_dense
+from .conv import (
+    ConvBnAct,
+    DepthwiseConv2d,
+    NaLaStem,
+    create_downsample,
+    depthwise_conv2d_dense,
+    depthwise_conv2d_shifted,
+)
 from .rotary2d import clear_rotary_cache, rotary_tables_2d
 from .vision_block import ConvFFN, NaLaBlock
 from .kinds import KINDS, AttentionCore, create_core
@@ -25,7 +32,7 @@ __all__ = [
     "GatedLepeAttention2d", "KindAttention2d", "NaLaAttention2d", "SoftmaxAttention2d", "ATTENTION_TYPES",
     "create_attention2d",
     "NaLaBlock", "ConvFFN", "NaLaStem", "ConvBnAct", "create_downsample", "NaLaClassifierHead",
-    "DepthwiseConv2d", "depthwise_conv2d_dense",
+    "DepthwiseConv2d", "depthwise_conv2d_dense", "depthwise_conv2d_shifted",
     "rotary_tables_2d", "clear_rotary_cache",
     "CausalAttention", "CausalAttentionState", "TokenLayout", "build_layout", "ShortConv", "CausalDecoderBlock",
     "SwiGLU", "RMSNorm", "KINDS", "AttentionCore", "create_core",

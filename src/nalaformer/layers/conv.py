@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBnAct", "DepthwiseConv2d", "NaLaStem", "create_downsample", "depthwise_conv2d_dense"]
+__all__ = ["ConvBnAct", "DepthwiseConv2d", "NaLaStem", "create_downsample", "depthwise_conv2d_dense",
+           "depthwise_conv2d_shifted", "DEPTHWISE_GPU_FORMS"]
+
+DEPTHWISE_GPU_FORMS = ("cudnn", "shifted")
 
 
 def _tap_index(height: int, width: int, kh: int, kw: int, device) -> torch.Tensor:
@@ -31,11 +34,8 @@ def depthwise_conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     matmul: N*N multiply-adds per channel and image against N*kh*kw for the direct form, so it is the cheaper
     form when H*W <= kh*kw (images no larger than the kernel: the last stages of a small-input network).
     """
+    kh, kw = _check_depthwise(x, weight)
     batch, channels, height, width = x.shape
-    kh, kw = weight.shape[-2:]
-    if weight.shape != (channels, 1, kh, kw) or kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f"weight: expected ({channels}, 1, kh, kw) with odd kh, kw for x of shape "
-                         f"{tuple(x.shape)}, got {tuple(weight.shape)}")
     taps = F.pad(weight.reshape(channels, kh * kw), (0, 1))  # (C, kh*kw + 1), the last slot zero
     spatial_map = taps[:, _tap_index(height, width, kh, kw, x.device)]  # (C, N, N): output p <- input q
     out = torch.einsum("bcq,cpq->bcp", x.reshape(batch, channels, height * width), spatial_map)
@@ -44,6 +44,45 @@ def depthwise_conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
         out = out + bias.view(1, channels, 1, 1)
     layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     return out.contiguous(memory_format=layout)
+
+
+def _check_depthwise(x: torch.Tensor, weight: torch.Tensor) -> tuple[int, int]:
+    channels, (kh, kw) = x.shape[1], weight.shape[-2:]
+    if x.dim() != 4 or weight.shape != (channels, 1, kh, kw) or kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"weight: expected ({channels}, 1, kh, kw) with odd kh, kw for x of shape "
+                         f"{tuple(x.shape)}, got {tuple(weight.shape)}")
+    return kh, kw
+
+
+def depthwise_conv2d_shifted(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Depthwise stride-1 'same' convolution as kh*kw shifted, per-channel scaled views of the zero-padded input.
+
+    x (B, C, H, W), weight (C, 1, kh, kw), bias (C,) or None -> (B, C, H, W); equal to ``F.conv2d(x, weight, bias,
+    padding=(kh // 2, kw // 2), groups=C)`` up to the order of the additions. Eagerly it is slower than cuDNN and
+    oneDNN (kh*kw passes); it exists for ``torch.compile``, whose inductor turns it into one pointwise kernel that
+    can also take in the neighbouring elementwise work (and reductions for the weight gradient), where cuDNN's
+    depthwise kernels are separate launches. Under autocast it computes in the autocast dtype, as the
+    convolution does.
+    """
+    kh, kw = _check_depthwise(x, weight)
+    batch, channels, height, width = x.shape
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    padded = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2))
+    taps = weight.reshape(channels, kh * kw)
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            term = padded[:, :, i:i + height, j:j + width] * taps[:, i * kw + j].view(1, channels, 1, 1)
+            out = term if out is None else out + term
+    return out if bias is None else out + bias.view(1, channels, 1, 1)
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 _LACKS_AVX512 = not torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")  # read once: fixed per process
@@ -61,10 +100,13 @@ class DepthwiseConv2d(nn.Conv2d):
     slow there (5-40x at 1x1 and 2x2 images; the `make run` model trains 1.34x faster), while with AVX-512 they
     are not (the dense form was 0.86x with 2 threads; docs/benchmarks.md). ``dense_on_cpu`` True / False forces
     the choice, None (default) decides by the CPU. Other devices and larger images run ``nn.Conv2d`` (cuDNN on
-    GPUs). (B, dim, H, W) -> (B, dim, H, W).
+    GPUs). ``compiled_gpu_form`` (class-wide, or per module): ``"cudnn"`` (default) or ``"shifted"``, which under
+    ``torch.compile`` on CUDA runs :func:`depthwise_conv2d_shifted` for inductor to fuse (an experiment of the
+    model-speed work: measure it with ``bench vision --depthwise-form``). (B, dim, H, W) -> (B, dim, H, W).
     """
 
     dense_on_cpu: bool | None = None
+    compiled_gpu_form: str = "cudnn"
 
     def __init__(self, dim: int, kernel_size: int = 3, bias: bool = True, device=None, dtype=None):
         if kernel_size % 2 == 0:
@@ -77,6 +119,8 @@ class DepthwiseConv2d(nn.Conv2d):
         dense = cpu_lacks_avx512() if self.dense_on_cpu is None else self.dense_on_cpu
         if dense and x.device.type == "cpu" and x.dim() == 4 and x.shape[-2] * x.shape[-1] <= kh * kw:
             return depthwise_conv2d_dense(x, self.weight, self.bias)
+        if self.compiled_gpu_form == "shifted" and x.is_cuda and x.dim() == 4 and _is_compiling():
+            return depthwise_conv2d_shifted(x, self.weight, self.bias)
         return super().forward(x)
 
 
