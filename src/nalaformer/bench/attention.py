@@ -3,6 +3,7 @@
 
     python -m nalaformer.bench.attention --out DIR [--dtype bf16] [--heads 8] [--dim 64]
                                          [--tokens 65536] [--ns 1024,2048,...,65536] [--quick]
+    python -m nalaformer.bench.attention --out DIR --shapes vision,kernels   # rows with byte floors
 
 In one run on one GPU: for every N the batch is ``tokens // N`` (the same number of tokens at each
 point), and each method is timed for the forward and for forward + backward with
@@ -12,6 +13,10 @@ own time (CUDA-graph replay) and the host time per call beside the eager times, 
 the Triton path (compilation + autotuning of a shape class) and the error of the Triton path against
 the PyTorch path run in float32. Prints a table with ratios (method time / Triton time), writes
 ``attention.json`` and, when matplotlib is installed, ``attention.png`` to DIR.
+
+``--shapes`` runs only the given rows (presets: ``vision``, the NaLa calls of nalaformer_t at 224^2 and 896^2;
+``kernels``, the kernel targets) and sets each against its byte floor: the bytes the op must read and write,
+at the device-to-device copy bandwidth measured in the same run (``attention_shapes.json`` / ``.md``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,53 @@ from nalaformer.ops.torch_impl import nala_attention_torch
 
 METHODS = ("triton", "torch", "compile", "sdpa_flash", "sdpa_cudnn", "fla_chunk")
 TARGETS = {"noncausal": (16, 4096, 8, 64, 0.5), "causal": (8, 2048, 16, 64, 0.8)}  # B, N, H, D, target ms
+
+# --shapes presets: (mode, B, N, H, D). "vision": the NaLa calls of nalaformer_t (stage 1: one head of 64 over
+# H*W tokens, stage 2: two heads over H*W/4) at 224^2 (batch 128) and 896^2 (batch 8); "kernels": the kernel
+# targets (the two target shapes, causal at 8K / 32K against SDPA, the long non-causal forward).
+SHAPE_PRESETS = {
+    "vision": [("noncausal", 128, 3136, 1, 64), ("noncausal", 128, 784, 2, 64), ("noncausal", 8, 50176, 1, 64),
+               ("noncausal", 8, 12544, 2, 64)],
+    "kernels": [("noncausal", 16, 4096, 8, 64), ("causal", 8, 2048, 16, 64), ("causal", 8, 8192, 8, 64),
+                ("causal", 2, 32768, 8, 64), ("noncausal", 4, 16384, 8, 64), ("noncausal", 1, 65536, 8, 64)],
+}
+SHAPE_METHODS = ("triton", "sdpa_cudnn", "sdpa_flash", "fla_chunk")
+
+
+def parse_shapes(spec: str) -> list[tuple[str, int, int, int, int]]:
+    """``--shapes``: comma-separated preset names (``vision``, ``kernels``) or ``MODE:B:N:H:D`` entries."""
+    shapes = []
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        if item in SHAPE_PRESETS:
+            shapes += SHAPE_PRESETS[item]
+            continue
+        parts = item.split(":")
+        try:
+            mode, (b, n, h, d) = parts[0], map(int, parts[1:])
+        except ValueError:
+            raise ValueError(f"--shapes: expected a preset {sorted(SHAPE_PRESETS)} or MODE:B:N:H:D, got {item!r}")
+        if mode not in ("causal", "noncausal") or min(b, n, h, d) < 1:
+            raise ValueError(f"--shapes: expected MODE causal|noncausal and positive B:N:H:D, got {item!r}")
+        shapes.append((mode, b, n, h, d))
+    return shapes
+
+
+def byte_floor(b: int, n: int, h: int, d: int, element_bytes: int) -> dict:
+    """Bytes the op must move at least (q, k, v read and o written in the forward; q, k, v, do read and dq, dk, dv
+    written in the backward: 4 and 11 passes over a (B, N, H, D) tensor; rotary tables and per-row statistics are
+    negligible)."""
+    one = b * n * h * d * element_bytes
+    return {"fwd_bytes": 4 * one, "fwdbwd_bytes": 11 * one}
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Achievable device memory bandwidth, bytes/s: a device-to-device copy of ``nbytes`` (read + write), median."""
+    from triton.testing import do_bench
+
+    src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=100, return_mode="median")
+    return nbytes / (ms * 1e-3)
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -188,6 +240,28 @@ class Runner:
             q.grad = k.grad = v.grad = None
         return res
 
+    def time_shape(self, mode, b, n, h, d, methods, bandwidth: float) -> dict:
+        """One --shapes row: every method's eager fwd / fwd+bwd, Triton's GPU time (CUDA graph) and host issue time,
+        its error against the PyTorch path in float32, and the byte floor at the measured bandwidth."""
+        causal = mode == "causal"
+        row = {"mode": mode, "B": b, "N": n, "H": h, "D": d, "methods": {}}
+        floor = byte_floor(b, n, h, d, torch.empty((), dtype=self.dtype).element_size())
+        row.update({k: v for k, v in floor.items()})
+        row.update({"fwd_floor_ms": floor["fwd_bytes"] / bandwidth * 1e3,
+                    "fwdbwd_floor_ms": floor["fwdbwd_bytes"] / bandwidth * 1e3})
+        for m in methods:
+            try:
+                res = self.time_method(m, causal, b, n, h, d)
+                if res is not None and m == "triton":
+                    res.update(self.time_gpu_and_host(m, causal, b, n, h, d))
+                    res["errors"] = self.check_error(causal, b, n, h, d)
+            except Exception as err:  # noqa: BLE001  (e.g. out of memory, a backend that refuses the shape)
+                res = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+            if res is not None:
+                row["methods"][m] = res
+            torch.cuda.empty_cache()
+        return row
+
     def time_decode(self, batch, h, d):
         """One decode step (one token per sequence, a carried state): the Triton kernel against the PyTorch
         decode, each by CUDA-graph replay (GPU time) and by host issue time; plus their difference."""
@@ -248,7 +322,11 @@ def main(argv=None) -> int:
     ap.add_argument("--compile-ns", default="4096,16384", help="N for torch.compile (timed last: slow to compile)")
     ap.add_argument("--no-targets", action="store_true")
     ap.add_argument("--targets-only", action="store_true")
+    ap.add_argument("--shapes", help="only these rows, with byte floors: presets (vision, kernels) or MODE:B:N:H:D, "
+                                     "comma-separated")
+    ap.add_argument("--shape-methods", default=",".join(SHAPE_METHODS), help="methods timed for --shapes")
     args = ap.parse_args(argv)
+    shapes = parse_shapes(args.shapes) if args.shapes else []
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to benchmark", file=sys.stderr)
         return 1
@@ -272,6 +350,8 @@ def main(argv=None) -> int:
     }
     results, targets = [], []
     h, d = args.heads, args.dim
+    if shapes:
+        return run_shapes(r, env, shapes, [m for m in args.shape_methods.split(",") if m], args.out)
 
     if not args.no_targets:
         for mode, (b, n, th, td, goal) in TARGETS.items():
@@ -356,6 +436,52 @@ def main(argv=None) -> int:
     _plot(report, os.path.join(args.out, "attention.png"))
     print(render_table(report))
     return 0
+
+
+def run_shapes(r: Runner, env: dict, shapes, methods, out: str) -> int:
+    """The --shapes run: the achievable bandwidth first, then one row per shape (written after each)."""
+    env["copy_bandwidth_gbs"] = copy_bandwidth() / 1e9
+    print(f"device-to-device copy bandwidth: {env['copy_bandwidth_gbs']:.0f} GB/s", flush=True)
+    report = {"env": env, "shapes": [], "notes": r.notes}
+    for mode, b, n, h, d in shapes:
+        row = r.time_shape(mode, b, n, h, d, methods, env["copy_bandwidth_gbs"] * 1e9)
+        report["shapes"].append(row)
+        print(render_shape_rows({"shapes": [row]}).splitlines()[-1], flush=True)
+        with open(os.path.join(out, "attention_shapes.json"), "w") as f:
+            json.dump(report, f, indent=1, default=str)
+    text = render_shape_rows(report)
+    with open(os.path.join(out, "attention_shapes.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return 0
+
+
+def render_shape_rows(report: dict) -> str:
+    """Rows of a --shapes run: Triton's GPU time against the byte floor, host time, and the other methods as
+    ratios to Triton (eager fwd+bwd)."""
+    lines = ["| shape | byte floor fwd / fwd+bwd ms | Triton GPU time fwd / fwd+bwd ms (x floor) | Triton host "
+             "fwd / fwd+bwd ms | Triton eager fwd+bwd ms | others, eager fwd+bwd ms (x Triton) | err o / dq |",
+             "|---|---|---|---|---|---|---|"]
+    for row in report["shapes"]:
+        t = row["methods"].get("triton", {})
+        gf, gb = t.get("graph_fwd_ms"), t.get("graph_fwdbwd_ms")
+        ratio = (f" ({gf / row['fwd_floor_ms']:.1f}x / {gb / row['fwdbwd_floor_ms']:.1f}x)"
+                 if gf is not None and gb is not None else "")
+        others = []
+        for name, res in row["methods"].items():
+            if name == "triton":
+                continue
+            if "error" in res:
+                others.append(f"{name} failed")
+            elif "fwdbwd_ms" in t:
+                others.append(f"{name} {res['fwdbwd_ms']:.3f} ({res['fwdbwd_ms'] / t['fwdbwd_ms']:.2f}x)")
+        e = t.get("errors") or {}
+        err = f"{e['o']:.1e} / {e['dq']:.1e}" if "o" in e else ("failed: " + t["error"][:60] if "error" in t else "-")
+        lines.append(f"| {row['mode']} B{row['B']} H{row['H']} N{row['N']} D{row['D']} | "
+                     f"{row['fwd_floor_ms']:.3f} / {row['fwdbwd_floor_ms']:.3f} | {_fmt(gf)} / {_fmt(gb)}{ratio} | "
+                     f"{_fmt(t.get('host_fwd_ms'))} / {_fmt(t.get('host_fwdbwd_ms'))} | {_fmt(t.get('fwdbwd_ms'))} | "
+                     f"{'; '.join(others) or '-'} | {err} |")
+    return "\n".join(lines)
 
 
 def render_table(report: dict) -> str:
