@@ -305,20 +305,33 @@ def test_rope_tables():
 
 
 def test_rotary_is_the_pairwise_rotation_to_the_bit():
-    """apply_rotary (four contiguous passes) equals the textbook (x0 cos - x1 sin, x1 cos + x0 sin) exactly, and
-    rotate_features rotates both D-halves of the 2D features alike."""
+    """rotate_columns (four contiguous passes) equals the textbook (x0 cos - x1 sin, x1 cos + x0 sin) exactly;
+    apply_rotary's complex-multiply CPU form equals it to rounding (forward and gradients, float32 and float64),
+    and rotate_features / rotate_halves rotate both D-halves of the 2D features alike."""
     from nalaformer.ops.reference import rotate_features
+    from nalaformer.ops.rope import rotate_columns, rotate_halves, rotation_tables
 
     sin, cos = nf.rope_1d(7, 8, per_pair=True)
-    x = torch.randn(7, 3, 8)
-    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
     s, c = sin[:, None], cos[:, None]
-    textbook = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), dim=-1).flatten(-2)
-    assert torch.equal(nf.apply_rotary(x, s, c), textbook)
+    for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-15)):
+        x = torch.randn(7, 3, 8, dtype=dtype, requires_grad=True)
+        x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
+        sd, cd = s.to(dtype), c.to(dtype)
+        textbook = torch.stack((x0 * cd - x1 * sd, x1 * cd + x0 * sd), dim=-1).flatten(-2)
+        assert torch.equal(rotate_columns(x, *rotation_tables(sd, cd, 8)), textbook)
+        fast = nf.apply_rotary(x, sd, cd)
+        assert rel_err(fast, textbook) < tol
+        g = torch.randn_like(fast)
+        (grad_fast,) = torch.autograd.grad(fast, x, g)
+        (grad_ref,) = torch.autograd.grad(textbook, x, g)
+        assert rel_err(grad_fast, grad_ref) < tol
     features = torch.randn(7, 3, 16)
     both = rotate_features(features, (sin, cos))
+    assert rel_err(rotate_halves(features, (sin, cos)), both) < 1e-6
     for half in (slice(0, 8), slice(8, 16)):
-        assert torch.equal(both[..., half], nf.apply_rotary(features[..., half], s, c))
+        assert torch.equal(both[..., half], rotate_columns(features[..., half], *rotation_tables(s, c, 8)))
+    odd = torch.randn(7, 3, 9)[..., 1:]  # an odd storage offset cannot be viewed as complex: the column form
+    assert torch.equal(nf.apply_rotary(odd, s, c), rotate_columns(odd, *rotation_tables(s, c, 8)))
 
 
 def test_per_pair_rope_tables_equal_per_column():

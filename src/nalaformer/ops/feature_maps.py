@@ -29,6 +29,8 @@ def _direction(x: torch.Tensor, norm_eps: float) -> tuple[torch.Tensor, torch.Te
 def _power(x_abs: torch.Tensor, p) -> torch.Tensor:
     """|x|^p with 0 at x = 0 and a zero gradient there, for every p > 0 (for p < 1 the true derivative
     at 0 is infinite and autograd's 0 * inf would turn into NaN). NaN stays NaN."""
+    if isinstance(p, (int, float)) and p > 1:  # a constant power above 1: pow is already 0 with a 0 gradient at 0
+        return x_abs.contiguous().pow(p)  # contiguous: the vectorised pow, the same bits for any input layout
     zero = x_abs == 0
     return torch.where(zero, 0.0, torch.where(zero, 1.0, x_abs).pow(p))
 
@@ -49,8 +51,9 @@ def _inhibit(x_dir: torch.Tensor, magnitude: torch.Tensor, inhibit: str, alpha: 
     rounding, and alpha -> infinity gives exactly the relu features.
     """
     if inhibit == "relu":  # written so that a NaN direction gives NaN in both halves (the magnitude is 0 at 0)
-        opposite = torch.stack((x_dir < 0, x_dir > 0), dim=-2)  # (..., 2, D): the sign each half zeroes
-        return torch.where(opposite, 0.0, magnitude.unsqueeze(-2)).flatten(-2)  # one pass for both halves
+        keep = torch.stack((x_dir >= 0, x_dir <= 0), dim=-2)  # (..., 2, D): the sign each half keeps
+        keep |= torch.isnan(x_dir).unsqueeze(-2)
+        return (magnitude.unsqueeze(-2) * keep.to(magnitude.dtype)).flatten(-2)  # one pass for both halves
     w = 2.0 * alpha * x_dir  # beta = pi/4 - pi/4 * tanh(alpha * x_dir) = pi/2 * sigmoid(-w)
     both = torch.stack((w, -w), dim=-2)  # (..., 2, D): the two halves in one pass each below
     return (magnitude.unsqueeze(-2) * torch.sin((math.pi / 2) * torch.sigmoid(both))).flatten(-2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rope_1d", "rope_2d", "apply_rotary", "rotation_tables", "rotate_columns"]
+__all__ = ["rope_1d", "rope_2d", "apply_rotary", "rotate_halves", "rotation_tables", "rotate_columns"]
 
 
 def _tables(angles: torch.Tensor, dtype: torch.dtype, per_pair: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +101,42 @@ def rotate_columns(x: torch.Tensor, signed_sin: torch.Tensor, cos: torch.Tensor)
     return x * cos + swapped * signed_sin
 
 
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def _complex_viewable(x: torch.Tensor) -> bool:
+    """Whether ``torch.view_as_complex`` can view x's interleaved pairs (..., D/2, 2) without a copy."""
+    return (x.stride(-1) == 1 and x.storage_offset() % 2 == 0
+            and all(st % 2 == 0 for size, st in zip(x.shape[:-1], x.stride()[:-1]) if size > 1))
+
+
+def _rotate_complex(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """Pairs of x (..., D) rotated as complex numbers times ``cos + i sin`` (per-pair tables (..., D/2)): one
+    vectorised pass each way on CPUs, where the column form's pair swap (a ``flip`` over a dim of 2) is slow."""
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2)
+
+
 def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of the last dim of ``x`` (..., D) by tables broadcastable to ``x``, either
-    per column (..., D) or per pair (..., D/2)."""
+    per column (..., D) or per pair (..., D/2).
+
+    Eager float32/float64 CPU calls with per-pair tables multiply the pairs as complex numbers (the same
+    products, about 10x faster there than the column form's swap); everything else, compiled graphs and
+    GPUs included, takes :func:`rotate_columns`."""
+    if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.shape[-1] % 2 == 0
+            and sin.shape[-1] * 2 == x.shape[-1] and sin.dtype == cos.dtype == x.dtype
+            and _complex_viewable(x) and not _is_compiling()):
+        return _rotate_complex(x, sin, cos)
     return rotate_columns(x, *rotation_tables(sin, cos, x.shape[-1]))
+
+
+def rotate_halves(phi: torch.Tensor, rope) -> torch.Tensor:
+    """Rotate each D-half of the 2D features phi (L, H, 2D) alike by tables (L, D) or (L, D/2); identity if
+    rope is None. The same values as :func:`nalaformer.ops.reference.rotate_features`."""
+    if rope is None:
+        return phi
+    sin, cos = (t.to(phi.dtype)[:, None, None, :] for t in rope)  # (L, 1, 1, P): every head, both halves
+    return apply_rotary(phi.unflatten(-1, (2, -1)), sin, cos).flatten(-2)

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from .autocast import outside_autocast
 from .feature_maps import compute_dtype, key_feature_map, key_scale, nala_feature_maps, query_feature_map
-from .reference import over_segments, rotate_features
+from .reference import over_segments
+from .rope import rotate_halves
 from .state import NaLaState
 
 __all__ = ["nala_attention_torch", "nala_decode_step_torch"]
@@ -77,7 +78,7 @@ def nala_attention_torch(
     eps = (eps * scale_pow).clamp_min(torch.finfo(dt).tiny)  # ordinary keys: eps itself
     phq = query_feature_map(q, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, norm_eps=norm_eps)
     phk = key_feature_map(k.to(dt) * scale, inhibit=inhibit, lam=lam, alpha=alpha, norm_eps=norm_eps * scale)
-    rq, rk = rotate_features(phq, rope), rotate_features(phk, rope)
+    rq, rk = rotate_halves(phq, rope), rotate_halves(phk, rope)
     vf = v.to(dt)
     # (B, N, H, .) -> (B, H, N, .) so the per-head products are batched matmuls
     phq, phk, rq, rk, vf = (t.transpose(1, 2) for t in (phq, phk, rq, rk, vf))
@@ -110,7 +111,7 @@ def nala_decode_step_torch(q, k, v, state: NaLaState | None, *, rope=None, inhib
     phq, phk = nala_feature_maps(q, k, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, norm_eps=norm_eps)
     if rope is not None:  # tables (D,) or (B, D) -> (B, 1, D) rows for rotate_features' (L, H, 2D) layout
         sin, cos = (t.expand(batch, t.shape[-1]) for t in rope)
-        rq, rk = rotate_features(phq, (sin, cos)), rotate_features(phk, (sin, cos))
+        rq, rk = rotate_halves(phq, (sin, cos)), rotate_halves(phk, (sin, cos))
     else:
         rq, rk = phq, phk
     vf = v.to(dt)
