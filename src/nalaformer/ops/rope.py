@@ -126,9 +126,9 @@ def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch
     Eager float32/float64 CPU calls with per-pair tables multiply the pairs as complex numbers (the same
     products, about 10x faster there than the column form's swap); everything else, compiled graphs and
     GPUs included, takes :func:`rotate_columns`."""
-    if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.shape[-1] % 2 == 0
-            and sin.shape[-1] * 2 == x.shape[-1] and sin.dtype == cos.dtype == x.dtype
-            and _complex_viewable(x) and not _is_compiling()):
+    if (not _is_compiling() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and x.shape[-1] % 2 == 0 and sin.shape[-1] * 2 == x.shape[-1] and sin.dtype == cos.dtype == x.dtype
+            and _complex_viewable(x)):
         return _rotate_complex(x, sin, cos)
     return rotate_columns(x, *rotation_tables(sin, cos, x.shape[-1]))
 
