@@ -25,6 +25,11 @@ def _tap_index(height: int, width: int, kh: int, kw: int, device) -> torch.Tenso
     return torch.where(inside, tap, kh * kw).reshape(height * width, height * width)
 
 
+# up to this many positions (2x2 images) the dense form multiplies and sums over channels-last rows: 1.4-2.7x
+# its einsum there (AVX2, one thread), 2.4x slower at 4x4 (docs/benchmarks.md)
+_BROADCAST_MAX_POSITIONS = 4
+
+
 def depthwise_conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Depthwise stride-1 'same' convolution (odd kernel, zero padding k//2) as one dense spatial map per channel.
 
@@ -36,10 +41,16 @@ def depthwise_conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     """
     kh, kw = _check_depthwise(x, weight)
     batch, channels, height, width = x.shape
+    n = height * width
     taps = F.pad(weight.reshape(channels, kh * kw), (0, 1))  # (C, kh*kw + 1), the last slot zero
     spatial_map = taps[:, _tap_index(height, width, kh, kw, x.device)]  # (C, N, N): output p <- input q
-    out = torch.einsum("bcq,cpq->bcp", x.reshape(batch, channels, height * width), spatial_map)
-    out = out.reshape(batch, channels, height, width)
+    if n <= _BROADCAST_MAX_POSITIONS:  # a multiply-and-sum over channels-last rows (bmm loops over channels)
+        rows = x.permute(0, 2, 3, 1).reshape(batch, 1, n, channels)  # (B, 1, q, C)
+        out = (rows * spatial_map.permute(1, 2, 0)).sum(2)  # (B, p, C)
+        out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+    else:
+        out = torch.einsum("bcq,cpq->bcp", x.reshape(batch, channels, n), spatial_map)
+        out = out.reshape(batch, channels, height, width)
     if bias is not None:
         out = out + bias.view(1, channels, 1, 1)
     layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
