@@ -101,11 +101,6 @@ def rotate_columns(x: torch.Tensor, signed_sin: torch.Tensor, cos: torch.Tensor)
     return x * cos + swapped * signed_sin
 
 
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
-
-
 def _complex_viewable(x: torch.Tensor) -> bool:
     """Whether ``torch.view_as_complex`` can view x's interleaved pairs (..., D/2, 2) without a copy."""
     return (x.stride(-1) == 1 and x.storage_offset() % 2 == 0
@@ -126,7 +121,7 @@ def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch
     Eager float32/float64 CPU calls with per-pair tables multiply the pairs as complex numbers (the same
     products, about 10x faster there than the column form's swap); everything else, compiled graphs and
     GPUs included, takes :func:`rotate_columns`."""
-    if (not _is_compiling() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    if (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             and x.shape[-1] % 2 == 0 and sin.shape[-1] * 2 == x.shape[-1] and sin.dtype == cos.dtype == x.dtype
             and _complex_viewable(x)):
         return _rotate_complex(x, sin, cos)
