@@ -51,9 +51,9 @@ def _inhibit(x_dir: torch.Tensor, magnitude: torch.Tensor, inhibit: str, alpha: 
     rounding, and alpha -> infinity gives exactly the relu features.
     """
     if inhibit == "relu":  # written so that a NaN direction gives NaN in both halves (the magnitude is 0 at 0)
-        keep = torch.stack((x_dir >= 0, x_dir <= 0), dim=-2)  # (..., 2, D): the sign each half keeps
-        keep |= torch.isnan(x_dir).unsqueeze(-2)
-        return (magnitude.unsqueeze(-2) * keep.to(magnitude.dtype)).flatten(-2)  # one pass for both halves
+        opposite = torch.stack((x_dir < 0, x_dir > 0), dim=-2)  # (..., 2, D): the sign each half zeroes
+        keep = (~opposite).to(magnitude.dtype)  # NaN is neither sign: kept (NaN) in both halves
+        return (magnitude.unsqueeze(-2) * keep).flatten(-2)  # one multiply for both halves
     w = 2.0 * alpha * x_dir  # beta = pi/4 - pi/4 * tanh(alpha * x_dir) = pi/2 * sigmoid(-w)
     both = torch.stack((w, -w), dim=-2)  # (..., 2, D): the two halves in one pass each below
     return (magnitude.unsqueeze(-2) * torch.sin((math.pi / 2) * torch.sigmoid(both))).flatten(-2)

@@ -11,19 +11,16 @@ import torch
 
 from .autocast import outside_autocast
 from .feature_maps import compute_dtype, nala_feature_maps
-from .rope import rotate_columns, rotation_tables
+from .rope import rotate_halves, rotate_pairs_by_columns
 from .state import NaLaState
 
 __all__ = ["nala_attention_reference", "rotate_features", "segments", "over_segments"]
 
 
 def rotate_features(phi: torch.Tensor, rope) -> torch.Tensor:
-    """Rotate each D-half of the 2D features phi (L, H, 2D) by tables (L, D); identity if rope is None."""
-    if rope is None:
-        return phi
-    signed_sin, cos = rotation_tables(*(t.to(phi.dtype) for t in rope), phi.shape[-1] // 2)  # (L, D) per column
-    # the same rotation on both D-halves: tables tiled to the full 2D width, (L, 1, 2D)
-    return rotate_columns(phi, *(torch.cat([t, t], -1)[:, None, :] for t in (signed_sin, cos)))
+    """Rotate each D-half of the 2D features phi (L, H, 2D) by tables (L, D) or (L, D/2); identity if rope is
+    None. Always the column form (the textbook rotation to the bit), whatever the device."""
+    return rotate_halves(phi, rope, rotate=rotate_pairs_by_columns)
 
 
 def segments(batch: int, length: int, cu_seqlens) -> list[tuple[int, int, int]]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rope_1d", "rope_2d", "apply_rotary", "rotate_halves", "rotation_tables", "rotate_columns"]
+__all__ = ["rope_1d", "rope_2d", "apply_rotary", "rotate_halves", "rotation_tables", "rotate_columns",
+           "rotate_pairs_by_columns"]
 
 
 def _tables(angles: torch.Tensor, dtype: torch.dtype, per_pair: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,13 +126,18 @@ def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch
             and x.shape[-1] % 2 == 0 and sin.shape[-1] * 2 == x.shape[-1] and sin.dtype == cos.dtype == x.dtype
             and _complex_viewable(x)):
         return _rotate_complex(x, sin, cos)
+    return rotate_pairs_by_columns(x, sin, cos)
+
+
+def rotate_pairs_by_columns(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rotary` in its column form on every device (bit-identical to the textbook rotation)."""
     return rotate_columns(x, *rotation_tables(sin, cos, x.shape[-1]))
 
 
-def rotate_halves(phi: torch.Tensor, rope) -> torch.Tensor:
-    """Rotate each D-half of the 2D features phi (L, H, 2D) alike by tables (L, D) or (L, D/2); identity if
-    rope is None. The same values as :func:`nalaformer.ops.reference.rotate_features`."""
+def rotate_halves(phi: torch.Tensor, rope, rotate=apply_rotary) -> torch.Tensor:
+    """Rotate each D-half of the 2D features phi (L, H, 2D) alike by tables (L, D) or (L, D/2) with ``rotate``
+    (an :func:`apply_rotary`-like function); identity if rope is None."""
     if rope is None:
         return phi
     sin, cos = (t.to(phi.dtype)[:, None, None, :] for t in rope)  # (L, 1, 1, P): every head, both halves
-    return apply_rotary(phi.unflatten(-1, (2, -1)), sin, cos).flatten(-2)
+    return rotate(phi.unflatten(-1, (2, -1)), sin, cos).flatten(-2)

@@ -109,7 +109,7 @@ def nala_decode_step_torch(q, k, v, state: NaLaState | None, *, rope=None, inhib
     if state is None:
         state = NaLaState.zeros(batch, heads, head_dim, v.shape[-1], dtype=dt, device=q.device)
     phq, phk = nala_feature_maps(q, k, inhibit=inhibit, lam=lam, tau=tau, alpha=alpha, norm_eps=norm_eps)
-    if rope is not None:  # tables (D,) or (B, D) -> (B, 1, D) rows for rotate_features' (L, H, 2D) layout
+    if rope is not None:  # tables (D,) or (B, D) -> (B, D) rows for rotate_halves' (L, H, 2D) layout
         sin, cos = (t.expand(batch, t.shape[-1]) for t in rope)
         rq, rk = rotate_halves(phq, (sin, cos)), rotate_halves(phk, (sin, cos))
     else:
