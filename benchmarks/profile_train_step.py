@@ -1,7 +1,7 @@
 """Where a training step's GPU time goes: compiled step of timm models (bf16 autocast, channels_last, fused AdamW).
 
     python benchmarks/profile_train_step.py --models nalaformer_t,swin_tiny_patch4_window7_224 \\
-        --sizes 224:128,896:8 [--mode reduce-overhead] [--depthwise-form shifted] --out DIR
+        --sizes 224:128,896:8 [--mode reduce-overhead] [--depthwise-form triton|shifted] --out DIR
 
 Per (model, resolution): images/s over 20 steps after 5 warm-up steps (the first, compiling step timed apart),
 peak memory, CUDA kernel time per step by kernel family and the top kernels (torch.profiler over 3 steps).
@@ -37,12 +37,15 @@ FAMILIES = (  # (family, name fragments); the first match wins: cuDNN's SDPA ker
 
 
 NALA_KERNELS = ("nc_fwd_", "nc_bwd_", "c_fwd_kernel", "c_bwd_", "c_segsum", "decode_kernel")  # ops/triton/_kernels.py
+DEPTHWISE_KERNELS = ("dwconv_",)  # ops/depthwise/_kernels.py
 
 
 def family(kernel: str) -> str:
     name = kernel.lower()
     if name.startswith(NALA_KERNELS):
         return "NaLa op (Triton)"
+    if name.startswith(DEPTHWISE_KERNELS):
+        return "depthwise conv (Triton, ours)"
     return next((fam for fam, parts in FAMILIES if any(p in name for p in parts)), "other")
 
 
@@ -103,11 +106,12 @@ def main() -> None:
     parser.add_argument("--mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument("--eager", action="store_true", help="do not compile")
     parser.add_argument("--depthwise-form", default="cudnn", choices=DEPTHWISE_GPU_FORMS,
-                        help="nalaformer depthwise convs when compiled: cuDNN, or the shifted form inductor fuses")
+                        help="nalaformer depthwise convs on CUDA: cuDNN, our Triton kernels, or (compiled) the "
+                             "shifted form inductor fuses")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
-    DepthwiseConv2d.compiled_gpu_form = args.depthwise_form
+    DepthwiseConv2d.gpu_form = args.depthwise_form
     rows = []
     for name in args.models.split(","):
         for spec in args.sizes.split(","):

@@ -53,7 +53,7 @@ def test_dense_form_equals_conv2d_forward_and_backward(shape, kernel, channels_l
                                           ((2, 5, 4, 6), (3, 5))])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_shifted_form_equals_conv2d_forward_and_backward(shape, kernel, channels_last):
-    """The form inductor fuses (torch.compile on CUDA with compiled_gpu_form="shifted") is the same convolution."""
+    """The form inductor fuses (torch.compile on CUDA with gpu_form="shifted") is the same convolution."""
     gen = torch.Generator().manual_seed(11 + sum(shape))
     x = torch.randn(shape, generator=gen)
     x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_()
@@ -74,7 +74,7 @@ def test_shifted_form_equals_conv2d_forward_and_backward(shape, kernel, channels
 
 def test_shifted_form_is_taken_only_when_compiling_on_cuda():
     conv = DepthwiseConv2d(4, 3)
-    conv.compiled_gpu_form = "shifted"
+    conv.gpu_form = "shifted"
     x = torch.randn(2, 4, 6, 6)
     assert "aten::convolution" in _ops(conv, x)  # eager CPU: nn.Conv2d
 
@@ -148,10 +148,10 @@ def test_bad_arguments_are_named():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_compiled_shifted_form_on_cuda_matches_float64():
-    """torch.compile of a DepthwiseConv2d with compiled_gpu_form="shifted" (inductor's fused kernel) against the
+    """torch.compile of a DepthwiseConv2d with gpu_form="shifted" (inductor's fused kernel) against the
     float64 convolution: fp32 forward and gradients within 1e-5, bf16 autocast within 1e-2."""
     conv = DepthwiseConv2d(48, 5).cuda()
-    conv.compiled_gpu_form = "shifted"
+    conv.gpu_form = "shifted"
     compiled = torch.compile(conv)
     x = torch.randn(4, 48, 28, 28, device="cuda").contiguous(memory_format=torch.channels_last).requires_grad_()
     out = compiled(x)

@@ -92,7 +92,7 @@ class Settings:
     check_batch: int = 8
     compile: bool = False
     compile_mode: str = "default"
-    depthwise_form: str = "cudnn"  # DepthwiseConv2d.compiled_gpu_form for our models
+    depthwise_form: str = "cudnn"  # DepthwiseConv2d.gpu_form for our models
     references: tuple[str, ...] = ("swin_tiny_patch4_window7_224", "convnext_tiny")
     impls: tuple[str, ...] = IMPLS
 
@@ -309,7 +309,7 @@ def run(settings: Settings) -> dict:
 
     if settings.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    DepthwiseConv2d.compiled_gpu_form = settings.depthwise_form
+    DepthwiseConv2d.gpu_form = settings.depthwise_form
     results: list[Result] = []
     checks: dict[str, dict] = {}
     compiled_checks: dict[str, dict] = {}
@@ -431,8 +431,8 @@ def parse_args(argv=None) -> tuple[Settings, Path]:
                         help="torch.compile every model (ours, the authors', the references): compiled vs compiled; "
                              "the warm-up calls, compilation included, are reported apart (warmup_s)")
     parser.add_argument("--depthwise-form", choices=DEPTHWISE_GPU_FORMS, default="cudnn",
-                        help="our depthwise convolutions under --compile on CUDA: cuDNN, or the shifted form inductor "
-                             "fuses (layers.conv.depthwise_conv2d_shifted)")
+                        help="our depthwise convolutions on CUDA: cuDNN, our Triton kernels (ops.depthwise), or "
+                             "(under --compile) the shifted form inductor fuses (layers.conv.depthwise_conv2d_shifted)")
     parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
                         help="torch.compile mode for every model alike (reduce-overhead: CUDA graphs)")
     args = parser.parse_args(argv)

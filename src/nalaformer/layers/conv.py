@@ -7,10 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.depthwise import check_depthwise, depthwise_conv2d_triton
+
 __all__ = ["ConvBnAct", "DepthwiseConv2d", "NaLaStem", "create_downsample", "depthwise_conv2d_dense",
            "depthwise_conv2d_shifted", "DEPTHWISE_GPU_FORMS"]
 
-DEPTHWISE_GPU_FORMS = ("cudnn", "shifted")
+DEPTHWISE_GPU_FORMS = ("cudnn", "shifted", "triton")
 
 
 def _tap_index(height: int, width: int, kh: int, kw: int, device) -> torch.Tensor:
@@ -39,7 +41,7 @@ def depthwise_conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     matmul: N*N multiply-adds per channel and image against N*kh*kw for the direct form, so it is the cheaper
     form when H*W <= kh*kw (images no larger than the kernel: the last stages of a small-input network).
     """
-    kh, kw = _check_depthwise(x, weight)
+    kh, kw = check_depthwise(x, weight, bias)
     batch, channels, height, width = x.shape
     n = height * width
     taps = F.pad(weight.reshape(channels, kh * kw), (0, 1))  # (C, kh*kw + 1), the last slot zero
@@ -57,14 +59,6 @@ def depthwise_conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     return out.contiguous(memory_format=layout)
 
 
-def _check_depthwise(x: torch.Tensor, weight: torch.Tensor) -> tuple[int, int]:
-    channels, (kh, kw) = x.shape[1], weight.shape[-2:]
-    if x.dim() != 4 or weight.shape != (channels, 1, kh, kw) or kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f"weight: expected ({channels}, 1, kh, kw) with odd kh, kw for x of shape "
-                         f"{tuple(x.shape)}, got {tuple(weight.shape)}")
-    return kh, kw
-
-
 def depthwise_conv2d_shifted(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Depthwise stride-1 'same' convolution as kh*kw shifted, per-channel scaled views of the zero-padded input.
 
@@ -75,7 +69,7 @@ def depthwise_conv2d_shifted(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     depthwise kernels are separate launches. Under autocast it computes in the autocast dtype, as the
     convolution does.
     """
-    kh, kw = _check_depthwise(x, weight)
+    kh, kw = check_depthwise(x, weight, bias)
     batch, channels, height, width = x.shape
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
@@ -111,13 +105,14 @@ class DepthwiseConv2d(nn.Conv2d):
     slow there (5-40x at 1x1 and 2x2 images; the `make run` model trains 1.34x faster), while with AVX-512 they
     are not (the dense form was 0.86x with 2 threads; docs/benchmarks.md). ``dense_on_cpu`` True / False forces
     the choice, None (default) decides by the CPU. Other devices and larger images run ``nn.Conv2d`` (cuDNN on
-    GPUs). ``compiled_gpu_form`` (class-wide, or per module): ``"cudnn"`` (default) or ``"shifted"``, which under
-    ``torch.compile`` on CUDA runs :func:`depthwise_conv2d_shifted` for inductor to fuse (an experiment of the
-    model-speed work: measure it with ``bench vision --depthwise-form``). (B, dim, H, W) -> (B, dim, H, W).
+    GPUs). ``gpu_form`` (class-wide, or per module) picks the CUDA form: ``"cudnn"`` (default), ``"triton"``
+    (:func:`nalaformer.ops.depthwise.depthwise_conv2d_triton`, our fused kernels, eager and compiled) or
+    ``"shifted"`` (under ``torch.compile`` only: :func:`depthwise_conv2d_shifted` for inductor to fuse). Measure
+    them with ``bench vision --depthwise-form``. (B, dim, H, W) -> (B, dim, H, W).
     """
 
     dense_on_cpu: bool | None = None
-    compiled_gpu_form: str = "cudnn"
+    gpu_form: str = "cudnn"
 
     def __init__(self, dim: int, kernel_size: int = 3, bias: bool = True, device=None, dtype=None):
         if kernel_size % 2 == 0:
@@ -130,7 +125,9 @@ class DepthwiseConv2d(nn.Conv2d):
         dense = cpu_lacks_avx512() if self.dense_on_cpu is None else self.dense_on_cpu
         if dense and x.device.type == "cpu" and x.dim() == 4 and x.shape[-2] * x.shape[-1] <= kh * kw:
             return depthwise_conv2d_dense(x, self.weight, self.bias)
-        if self.compiled_gpu_form == "shifted" and x.is_cuda and x.dim() == 4 and _is_compiling():
+        if x.is_cuda and self.gpu_form == "triton":
+            return depthwise_conv2d_triton(x, self.weight, self.bias)
+        if x.is_cuda and self.gpu_form == "shifted" and x.dim() == 4 and _is_compiling():
             return depthwise_conv2d_shifted(x, self.weight, self.bias)
         return super().forward(x)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from types import ModuleType
 
 _SOURCE = Path(__file__).with_name("_kernels.py")
-_NAMES = {True: "nalaformer.ops.triton._kernels_interpreted", False: "nalaformer.ops.triton._kernels_compiled"}
 
 
 def interpreter_enabled() -> bool:
@@ -22,14 +21,15 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def load_kernels(interpret: bool) -> ModuleType:
-    name = _NAMES[bool(interpret)]
+def load_kernels(interpret: bool, source: Path = _SOURCE, package: str = "nalaformer.ops.triton") -> ModuleType:
+    """The kernel module at ``source`` (NaLa's by default), interpreted or compiled, loaded once per form."""
+    name = f"{package}.{source.stem}_{'interpreted' if interpret else 'compiled'}"
     mod = sys.modules.get(name)
     if mod is not None:
         return mod
     import triton  # noqa: F401  (the real package; fails loudly when it is missing)
 
-    spec = importlib.util.spec_from_file_location(name, _SOURCE)
+    spec = importlib.util.spec_from_file_location(name, source)
     mod = importlib.util.module_from_spec(spec)
     old = os.environ.get("TRITON_INTERPRET")
     os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
