@@ -116,6 +116,11 @@ def test_custom_ops_pass_opcheck():
     checks = ("test_schema", "test_faketensor", "test_autograd_registration", "test_aot_dispatch_dynamic")
     torch.library.opcheck(torch.ops.nalaformer.depthwise_conv2d.default, (x, weight, bias, torch.float32),
                           test_utils=checks)
+    grad_out = torch.randn(2, 5, 9, 20).permute(0, 3, 1, 2)  # channels-last, as the forward's output
+    for has_bias, need_x, need_w in ((True, True, True), (False, False, True), (True, True, False)):
+        torch.library.opcheck(torch.ops.nalaformer.depthwise_conv2d_bwd.default,
+                              (grad_out, x.detach(), weight.detach(), has_bias, need_x, need_w),
+                              test_utils=("test_schema", "test_faketensor"))
 
 
 def test_bad_inputs_are_named():

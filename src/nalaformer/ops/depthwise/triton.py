@@ -28,13 +28,15 @@ __all__ = ["depthwise_conv2d_triton"]
 POISON = False  # tests set this: every output the kernels must fill starts as NaN
 _SOURCE = Path(__file__).with_name("_kernels.py")
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# a few tile shapes for the tuner (first = the default without tuning): (columns, channels, rows per program)
-_FWD_CONFIGS = ({"BLOCK_W": 32, "BLOCK_C": 64, "ROWS": 4, "num_warps": 4},
-                {"BLOCK_W": 16, "BLOCK_C": 128, "ROWS": 4, "num_warps": 4},
-                {"BLOCK_W": 64, "BLOCK_C": 64, "ROWS": 2, "num_warps": 8})
-_WGRAD_CONFIGS = ({"BLOCK_W": 32, "BLOCK_C": 64, "ROWS": 8, "num_warps": 4},
-                  {"BLOCK_W": 16, "BLOCK_C": 128, "ROWS": 8, "num_warps": 4},
-                  {"BLOCK_W": 32, "BLOCK_C": 64, "ROWS": 16, "num_warps": 4})
+# a few tiles for the tuner (the first is the default without tuning): ROWS x BLOCK_W positions x BLOCK_C channels
+_FWD_CONFIGS = ({"ROWS": 4, "BLOCK_W": 32, "BLOCK_C": 64, "num_warps": 4},
+                {"ROWS": 8, "BLOCK_W": 8, "BLOCK_C": 64, "num_warps": 4},
+                {"ROWS": 8, "BLOCK_W": 16, "BLOCK_C": 64, "num_warps": 8},
+                {"ROWS": 4, "BLOCK_W": 16, "BLOCK_C": 128, "num_warps": 8})
+_WGRAD_CONFIGS = ({"ROWS": 4, "BLOCK_W": 32, "BLOCK_C": 64, "num_warps": 8},
+                  {"ROWS": 8, "BLOCK_W": 8, "BLOCK_C": 64, "num_warps": 4},
+                  {"ROWS": 8, "BLOCK_W": 16, "BLOCK_C": 64, "num_warps": 8},
+                  {"ROWS": 4, "BLOCK_W": 16, "BLOCK_C": 128, "num_warps": 8})
 _INTERPRET_CONFIG = {"BLOCK_W": 8, "BLOCK_C": 16, "ROWS": 2, "num_warps": 1}
 
 
@@ -44,7 +46,7 @@ def _cdiv(a: int, b: int) -> int:
 
 def _candidates(configs, channels: int, width: int) -> list[dict]:
     """The configs whose tile is not mostly padding at this width and channel count (the first always)."""
-    keep = [c for c in configs[1:] if c["BLOCK_C"] <= max(64, channels) and c["BLOCK_W"] <= max(16, width)]
+    keep = [c for c in configs[1:] if c["BLOCK_C"] <= max(64, channels) and c["BLOCK_W"] <= max(8, 2 * width)]
     return [configs[0], *keep]
 
 
@@ -140,6 +142,8 @@ def _fwd_fake(x, weight, bias, out_dtype):
 def _bwd(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, need_x: bool,
          need_w: bool) -> tuple[Tensor, Tensor, Tensor]:
     channels, (kh, kw) = x.shape[1], weight.shape[-2:]
+    if dy.shape != x.shape:
+        raise ValueError(f"dy: expected the output's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
     dy = _channels_minor(dy)
     empty = x.new_empty(0)
     dx = empty
@@ -149,7 +153,7 @@ def _bwd(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, need_x: bool,
     dweight, dbias = empty.clone(), empty.clone()
     if need_w:
         taps, bias_sum = _weight_grad(_channels_minor(x), dy, kh, kw, has_bias)
-        dweight = taps.reshape(channels, 1, kh, kw).to(weight.dtype)
+        dweight = taps.contiguous().reshape(channels, 1, kh, kw).to(weight.dtype)
         dbias = bias_sum.to(weight.dtype) if has_bias else dbias
     return dx, dweight, dbias
 
