@@ -55,12 +55,15 @@ def _channels_minor(t: Tensor) -> Tensor:
     return t if t.stride(1) == 1 or t.shape[1] == 1 else t.contiguous(memory_format=torch.channels_last)
 
 
+def _empty(shape, dtype, device) -> Tensor:
+    if POISON:
+        return torch.full(tuple(shape), float("nan"), dtype=dtype, device=device)
+    return torch.empty(tuple(shape), dtype=dtype, device=device)
+
+
 def _empty_nhwc(shape, dtype, device) -> Tensor:
     b, c, h, w = shape
-    fill = torch.full if POISON else None
-    t = fill((b, h, w, c), float("nan"), dtype=dtype, device=device) if fill else \
-        torch.empty((b, h, w, c), dtype=dtype, device=device)
-    return t.permute(0, 3, 1, 2)
+    return _empty((b, h, w, c), dtype, device).permute(0, 3, 1, 2)
 
 
 def _interpret(t: Tensor) -> bool:
@@ -105,8 +108,8 @@ def _weight_grad(x: Tensor, dy: Tensor, kh: int, kw: int, with_bias: bool) -> tu
 
     def run(cfg):
         programs = b * _cdiv(h, cfg["ROWS"]) * _cdiv(w, cfg["BLOCK_W"])
-        parts = torch.empty((programs, kh * kw, c), dtype=torch.float32, device=x.device)
-        bias_parts = torch.empty((programs, c), dtype=torch.float32, device=x.device) if with_bias else parts
+        parts = _empty((programs, kh * kw, c), torch.float32, x.device)
+        bias_parts = _empty((programs, c), torch.float32, x.device) if with_bias else parts
         kern.dwconv_wgrad[(programs, _cdiv(c, cfg["BLOCK_C"]))](
             x, dy, parts, bias_parts, h, w, c, x.stride(0), x.stride(2), x.stride(3),
             dy.stride(0), dy.stride(2), dy.stride(3), KH=kh, KW=kw, HAS_BIAS=with_bias, ROWS=cfg["ROWS"],
