@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import profile
 
-from nalaformer.layers import DepthwiseConv2d, depthwise_conv2d_dense, depthwise_conv2d_shifted
+from nalaformer.layers import DepthwiseConv2d, SmallImageConv2d, conv2d_dense, depthwise_conv2d_dense, \
+    depthwise_conv2d_shifted
 
 
 def _reference(x, weight, bias):
@@ -165,3 +166,43 @@ def test_compiled_shifted_form_on_cuda_matches_float64():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         half = compiled(x)
     assert half.dtype == torch.bfloat16 and _rel(half.float(), ref) <= 1e-2
+
+
+@pytest.mark.parametrize("shape,out_chs,kernel,stride", [((3, 8, 2, 2), 12, 3, 2), ((2, 6, 1, 1), 4, 3, 1),
+                                                         ((2, 5, 1, 1), 7, 3, 2), ((2, 4, 2, 3), 6, 5, 1),
+                                                         ((2, 3, 4, 4), 5, 3, 2), ((1, 4, 3, 5), 3, 3, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dense_conv_equals_conv2d_forward_and_backward(shape, out_chs, kernel, stride, channels_last):
+    gen = torch.Generator().manual_seed(sum(shape) + out_chs + stride)
+    x = torch.randn(shape, generator=gen)
+    x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_()
+    weight = torch.randn(out_chs, shape[1], kernel, kernel, generator=gen, requires_grad=True)
+    bias = torch.randn(out_chs, generator=gen, requires_grad=True)
+    out = conv2d_dense(x, weight, bias, stride)
+    ref_in = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    ref = F.conv2d(*ref_in, stride=stride, padding=kernel // 2)
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert _rel(out, ref) <= 1e-5
+    grad_out = torch.randn(ref.shape, generator=gen)
+    for got, want in zip(torch.autograd.grad(out, (x, weight, bias), grad_out),
+                         torch.autograd.grad(ref, ref_in, grad_out.double())):
+        assert torch.isfinite(got).all() and _rel(got, want) <= 1e-5
+    no_bias = F.conv2d(*ref_in[:2], stride=stride, padding=kernel // 2)
+    assert _rel(conv2d_dense(x, weight, None, stride), no_bias) <= 1e-5
+
+
+@pytest.mark.parametrize("size,stride,dense", [((2, 2), 2, True), ((1, 1), 1, True), ((1, 1), 2, True),
+                                               ((3, 3), 2, False), ((2, 2), 1, False), ((4, 4), 2, False),
+                                               ((8, 8), 1, False)])
+def test_small_image_conv_takes_the_dense_form_only_where_it_is_cheaper(size, stride, dense):
+    conv = SmallImageConv2d(6, 10, 3, stride=stride)
+    x = torch.randn(2, 6, *size)
+    assert ("aten::convolution" in _ops(conv, x)) is not dense
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, stride, 1), rtol=1e-5, atol=1e-6)
+    plain = torch.nn.Conv2d(6, 10, 3, stride, 1)
+    assert isinstance(conv, torch.nn.Conv2d) and conv.state_dict().keys() == plain.state_dict().keys()
+    with pytest.raises(ValueError, match="kernel_size"):
+        SmallImageConv2d(6, 10, 2)
+    with pytest.raises(ValueError, match="weight"):
+        conv2d_dense(x, torch.randn(10, 5, 3, 3))

@@ -1,5 +1,6 @@
 """Convolutional pieces of the NaLaFormer backbone: conv-BN units, the stride-4 stem, downsampling,
-and the depthwise "same" convolution of the blocks with its CPU fast path for small images."""
+and the depthwise "same" convolution of the blocks, with CPU fast paths for small images (dense forms of
+both convolutions) and the GPU forms of the depthwise one (cuDNN, our Triton kernels, a shifted form)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,55 @@ from torch import nn
 
 from ..ops.depthwise import check_depthwise, depthwise_conv2d_triton
 
-__all__ = ["ConvBnAct", "DepthwiseConv2d", "NaLaStem", "create_downsample", "depthwise_conv2d_dense",
-           "depthwise_conv2d_shifted", "DEPTHWISE_GPU_FORMS"]
+__all__ = ["ConvBnAct", "DepthwiseConv2d", "NaLaStem", "SmallImageConv2d", "conv2d_dense", "create_downsample",
+           "depthwise_conv2d_dense", "depthwise_conv2d_shifted", "DEPTHWISE_GPU_FORMS"]
 
 DEPTHWISE_GPU_FORMS = ("cudnn", "shifted", "triton")
 
 
-def _tap_index(height: int, width: int, kh: int, kw: int, device) -> torch.Tensor:
-    """(N, N) kernel-tap index for N = height*width: entry [p, q] is the tap of weight (flattened kh*kw) that
-    carries input position q into output position p of a stride-1 'same' convolution, or kh*kw (a zero slot)
-    where q lies outside the kernel window of p."""
+def _out_size(size: int, k: int, stride: int) -> int:
+    return (size + 2 * (k // 2) - k) // stride + 1
+
+
+def _tap_index(height: int, width: int, kh: int, kw: int, device, stride: int = 1) -> torch.Tensor:
+    """(P, Q) kernel-tap index of a convolution with zero padding k//2 and ``stride`` over Q = height*width
+    input positions into its P output positions: entry [p, q] is the tap of weight (flattened kh*kw) that
+    carries input position q into output position p, or kh*kw (a zero slot) where q lies outside p's window."""
+    out_rows = torch.arange(_out_size(height, kh, stride), device=device) * stride
+    out_cols = torch.arange(_out_size(width, kw, stride), device=device) * stride
     rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
-    dy = rows[None, :] - rows[:, None] + kh // 2  # (out row, in row)
-    dx = cols[None, :] - cols[:, None] + kw // 2  # (out col, in col)
+    dy = rows[None, :] - out_rows[:, None] + kh // 2  # (out row, in row)
+    dx = cols[None, :] - out_cols[:, None] + kw // 2  # (out col, in col)
     inside = ((dy >= 0) & (dy < kh))[:, None, :, None] & ((dx >= 0) & (dx < kw))[None, :, None, :]
     tap = dy[:, None, :, None] * kw + dx[None, :, None, :]
-    return torch.where(inside, tap, kh * kw).reshape(height * width, height * width)
+    return torch.where(inside, tap, kh * kw).reshape(out_rows.numel() * out_cols.numel(), height * width)
+
+
+def conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 stride: int = 1) -> torch.Tensor:
+    """A dense (groups=1) convolution with odd kernel, zero padding k//2 and ``stride`` as one matmul over the
+    whole image, for images so small that each output sees most of them.
+
+    x (B, C, H, W), weight (O, C, kh, kw), bias (O,) or None -> (B, O, H', W') channels_last; equal to
+    ``F.conv2d(x, weight, bias, stride, padding=(kh // 2, kw // 2))``. The convolution is the (Q*C, P*O) matrix
+    M[(q, c), (p, o)] = weight[o, c, tap(p, q)] over the Q input and P output positions, applied to the
+    channels-last rows: P*Q multiply-adds per channel pair and image against P*kh*kw in the direct form, so it
+    is the cheaper form when P*Q <= kh*kw (e.g. a stride-2 3x3 from 2x2 to 1x1: 2.5-3x oneDNN's fwd+bwd on a
+    CPU, docs/benchmarks.md).
+    """
+    out_chs, in_chs, kh, kw = weight.shape
+    if x.dim() != 4 or x.shape[1] != in_chs or kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"weight: expected (O, {x.shape[1] if x.dim() == 4 else 'C'}, kh, kw) with odd kh, kw "
+                         f"for x of shape {tuple(x.shape)}, got {tuple(weight.shape)}")
+    batch, _, height, width = x.shape
+    index = _tap_index(height, width, kh, kw, x.device, stride)  # (P, Q)
+    taps = F.pad(weight.reshape(out_chs, in_chs, kh * kw), (0, 1))  # (O, C, kh*kw + 1), the last slot zero
+    matrix = taps[:, :, index].permute(3, 1, 2, 0).reshape(height * width * in_chs, -1)  # (Q*C, P*O)
+    out = x.permute(0, 2, 3, 1).reshape(batch, height * width * in_chs) @ matrix  # (B, P*O)
+    out = out.view(batch, -1, out_chs)
+    if bias is not None:
+        out = out + bias
+    return out.view(batch, _out_size(height, kh, stride), _out_size(width, kw, stride), out_chs).permute(0, 3, 1, 2)
 
 
 # up to this many positions (2x2 images) the dense form multiplies and sums over channels-last rows: 1.4-2.7x
@@ -132,6 +166,29 @@ class DepthwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+class SmallImageConv2d(nn.Conv2d):
+    """``nn.Conv2d(in_chs, out_chs, k, stride, padding=k // 2)`` (same parameters and state dict) whose CPU
+    forward takes :func:`conv2d_dense` when the image is so small that P*Q <= k*k (P output, Q input
+    positions): the stage transitions of a small-input network (oneDNN's kernels are slowest there, most of
+    all in the backward). Elsewhere, and on other devices, ``nn.Conv2d``. (B, C, H, W) -> (B, O, H', W')."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, bias: bool = True,
+                 device=None, dtype=None):
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: expected an odd size for padding k // 2, got {kernel_size}")
+        super().__init__(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias,
+                         device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        if x.device.type == "cpu" and x.dim() == 4:
+            height, width = x.shape[-2:]
+            positions = _out_size(height, kh, self.stride[0]) * _out_size(width, kw, self.stride[1])
+            if self.stride[0] == self.stride[1] and positions * height * width <= kh * kw:
+                return conv2d_dense(x, self.weight, self.bias, self.stride[0])
+        return super().forward(x)
+
+
 class ConvBnAct(nn.Module):
     """3x3 convolution (bias) -> BatchNorm -> optional activation. (B, C_in, H, W) -> (B, C_out, H/s, W/s)."""
 
@@ -139,7 +196,7 @@ class ConvBnAct(nn.Module):
                  device=None, dtype=None):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, **dd)
+        self.conv = SmallImageConv2d(in_chs, out_chs, 3, stride=stride, **dd)
         self.bn = nn.BatchNorm2d(out_chs, **dd)
         self.act = act_layer() if act_layer is not None else nn.Identity()
 
