@@ -92,6 +92,15 @@ def test_without_bias_and_in_half_precision():
     check((1, 20, 3, 10), (3, 3), dtype=torch.bfloat16, seed=5)
 
 
+def test_empty_batch():
+    x = torch.randn(0, 6, 5, 5, requires_grad=True)
+    weight, bias = torch.randn(6, 1, 3, 3, requires_grad=True), torch.randn(6, requires_grad=True)
+    out = depthwise_conv2d_triton(x, weight, bias)
+    assert out.shape == x.shape
+    dx, dweight, dbias = torch.autograd.grad(out, (x, weight, bias), torch.randn(0, 6, 5, 5))
+    assert dx.shape == x.shape and not dweight.any() and not dbias.any()
+
+
 def test_autocast_output_has_the_autocast_dtype():
     x, weight, bias, _ = _inputs((2, 12, 5, 6), (3, 3), "channels_last", torch.float32, "cpu", True, 6)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -132,6 +132,8 @@ def _fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], out_dtype: torch.dty
     kh, kw = weight.shape[-2:]
     x = _channels_minor(x)
     out = _empty_nhwc(x.shape, out_dtype, x.device)
+    if x.numel() == 0:  # no programs to launch
+        return out
     _conv(x, _taps(weight), None if bias is None else bias.contiguous(), out, kh, kw, flip=False)
     return out
 
@@ -149,6 +151,10 @@ def _bwd(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, need_x: bool,
         raise ValueError(f"dy: expected the output's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
     dy = _channels_minor(dy)
     empty = x.new_empty(0)
+    if x.numel() == 0:  # no positions: a zero weight gradient, an empty input gradient
+        dx = _empty_nhwc(x.shape, x.dtype, x.device) if need_x else empty
+        zeros = weight.new_zeros(weight.shape) if need_w else empty.clone()
+        return dx, zeros, (weight.new_zeros(channels) if need_w and has_bias else empty.clone())
     dx = empty
     if need_x:
         dx = _empty_nhwc(x.shape, x.dtype, x.device)
@@ -201,8 +207,9 @@ def depthwise_conv2d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = 
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
         if t is not None and t.dtype not in _DTYPES:
             raise ValueError(f"{name}: expected float32, bfloat16 or float16, got {t.dtype}")
-    if x[0].numel() >= 2 ** 31:
-        raise ValueError(f"x: one image of at most 2^31 - 1 elements, got {x[0].numel()}")
+    per_image = x.shape[1] * x.shape[2] * x.shape[3]
+    if per_image >= 2 ** 31:
+        raise ValueError(f"x: one image of at most 2^31 - 1 elements, got {per_image}")
     out_dtype = x.dtype
     try:
         if torch.is_autocast_enabled(x.device.type):
