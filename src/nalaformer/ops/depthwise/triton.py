@@ -75,12 +75,19 @@ def _interpret(t: Tensor) -> bool:
     return True
 
 
+_CHOSEN: dict[tuple, dict] = {}  # (kernel, shape key, device) -> its config: later calls skip the tuner
+
+
 def _run_tuned(name: str, key: tuple, configs, src: Tensor, run) -> None:
-    interpret = _interpret(src)
-    if interpret:
-        cfg = _INTERPRET_CONFIG
-    else:
+    """Run ``run`` with the config the tuner picks for this shape (timing the candidates on its first call)."""
+    if _interpret(src):
+        run(_INTERPRET_CONFIG)
+        return
+    fast = (name, key, src.device)
+    cfg = _CHOSEN.get(fast)
+    if cfg is None:
         cfg, _ = _tune.choose(name, key, _candidates(configs, src.shape[1], src.shape[3]), run, src.device)
+        _CHOSEN[fast] = cfg
     run(cfg)
 
 
