@@ -206,3 +206,17 @@ def test_small_image_conv_takes_the_dense_form_only_where_it_is_cheaper(size, st
         SmallImageConv2d(6, 10, 2)
     with pytest.raises(ValueError, match="weight"):
         conv2d_dense(x, torch.randn(10, 5, 3, 3))
+    with pytest.raises(ValueError, match="bias"):
+        conv2d_dense(x, conv.weight, torch.randn(1))
+    with pytest.raises(ValueError, match="stride"):
+        conv2d_dense(x, conv.weight, None, 0)
+    if size == (2, 2) and stride == 2:  # the dense form keeps the autocast dtype, as the convolution does
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert conv(x).dtype == torch.bfloat16
+
+
+def test_unknown_gpu_form_is_named():
+    conv = DepthwiseConv2d(4, 3)
+    conv.gpu_form = "cuda-graphs"
+    with pytest.raises(ValueError, match="gpu_form"):
+        conv(torch.randn(1, 4, 5, 5))

@@ -144,6 +144,24 @@ def test_bad_inputs_are_named():
         depthwise_conv2d_triton(x.double(), weight)
 
 
+def test_devices_and_the_raw_op_are_checked():
+    x = torch.randn(1, 4, 3, 3)
+    with pytest.raises(ValueError, match="weight: expected a tensor on x's device"):
+        depthwise_conv2d_triton(x, torch.randn(4, 1, 3, 3, device="meta"))
+    with pytest.raises(ValueError, match="weight: expected"):  # torch.ops.nalaformer.* checks too
+        torch.ops.nalaformer.depthwise_conv2d(x, torch.randn(4, 1, 2, 2), None, torch.float32)
+
+
+def test_offsets_beyond_int32_are_copied_or_refused():
+    from nalaformer.ops.depthwise.triton import _channels_minor
+
+    wide = torch.empty(1, device="meta").as_strided((1, 4, 3, 3), (0, 1, 2 ** 30, 2 ** 29))  # pixels 2^29+ apart
+    copy = _channels_minor(wide)
+    assert copy.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="x: one image of at most"):
+        _channels_minor(torch.empty(1, 2 ** 16, 2 ** 8, 2 ** 8, device="meta"))
+
+
 def test_cpu_tensors_need_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):

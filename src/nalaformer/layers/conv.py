@@ -46,10 +46,15 @@ def conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     is the cheaper form when P*Q <= kh*kw (e.g. a stride-2 3x3 from 2x2 to 1x1: 2.5-3x oneDNN's fwd+bwd on a
     CPU, docs/benchmarks.md).
     """
-    out_chs, in_chs, kh, kw = weight.shape
-    if x.dim() != 4 or x.shape[1] != in_chs or kh % 2 == 0 or kw % 2 == 0:
+    if x.dim() != 4 or weight.dim() != 4 or weight.shape[1] != x.shape[1] or weight.shape[2] % 2 == 0 \
+            or weight.shape[3] % 2 == 0:
         raise ValueError(f"weight: expected (O, {x.shape[1] if x.dim() == 4 else 'C'}, kh, kw) with odd kh, kw "
                          f"for x of shape {tuple(x.shape)}, got {tuple(weight.shape)}")
+    out_chs, in_chs, kh, kw = weight.shape
+    if bias is not None and bias.shape != (out_chs,):
+        raise ValueError(f"bias: expected shape ({out_chs},) or None, got {tuple(bias.shape)}")
+    if stride < 1:
+        raise ValueError(f"stride: expected a positive integer, got {stride}")
     batch, _, height, width = x.shape
     index = _tap_index(height, width, kh, kw, x.device, stride)  # (P, Q)
     taps = F.pad(weight.reshape(out_chs, in_chs, kh * kw), (0, 1))  # (O, C, kh*kw + 1), the last slot zero
@@ -57,7 +62,7 @@ def conv2d_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     out = x.permute(0, 2, 3, 1).reshape(batch, height * width * in_chs) @ matrix  # (B, P*O)
     out = out.view(batch, -1, out_chs)
     if bias is not None:
-        out = out + bias
+        out = out + bias.to(out.dtype)  # under autocast the matmul's dtype, as the convolution's
     return out.view(batch, _out_size(height, kh, stride), _out_size(width, kw, stride), out_chs).permute(0, 3, 1, 2)
 
 
@@ -159,7 +164,9 @@ class DepthwiseConv2d(nn.Conv2d):
         dense = cpu_lacks_avx512() if self.dense_on_cpu is None else self.dense_on_cpu
         if dense and x.device.type == "cpu" and x.dim() == 4 and x.shape[-2] * x.shape[-1] <= kh * kw:
             return depthwise_conv2d_dense(x, self.weight, self.bias)
-        if x.is_cuda and self.gpu_form == "triton":
+        if self.gpu_form not in DEPTHWISE_GPU_FORMS:
+            raise ValueError(f"gpu_form: expected one of {DEPTHWISE_GPU_FORMS}, got {self.gpu_form!r}")
+        if x.is_cuda and self.gpu_form == "triton" and x.dim() == 4 and x.dtype != torch.float64:
             return depthwise_conv2d_triton(x, self.weight, self.bias)
         if x.is_cuda and self.gpu_form == "shifted" and x.dim() == 4 and _is_compiling():
             return depthwise_conv2d_shifted(x, self.weight, self.bias)

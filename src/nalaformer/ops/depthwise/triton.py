@@ -50,9 +50,19 @@ def _candidates(configs, channels: int, width: int) -> list[dict]:
     return [configs[0], *keep]
 
 
-def _channels_minor(t: Tensor) -> Tensor:
-    """t itself when its channels are contiguous (stride 1), else a channels_last copy."""
-    return t if t.stride(1) == 1 or t.shape[1] == 1 else t.contiguous(memory_format=torch.channels_last)
+def _channels_minor(t: Tensor, name: str = "x") -> Tensor:
+    """t itself when its channels are contiguous (stride 1) and its in-image offsets fit int32 (the kernels'
+    index type), else a channels_last copy."""
+    def fits(u):
+        _, c, h, w = u.shape
+        return (h - 1) * abs(u.stride(2)) + (w - 1) * abs(u.stride(3)) + c < 2 ** 31
+
+    if (t.stride(1) == 1 or t.shape[1] == 1) and fits(t):
+        return t
+    t = t.contiguous(memory_format=torch.channels_last)
+    if not fits(t):
+        raise ValueError(f"{name}: one image of at most 2^31 - 1 elements, got shape {tuple(t.shape)}")
+    return t
 
 
 def _empty(shape, dtype, device) -> Tensor:
@@ -103,7 +113,7 @@ def _conv(x: Tensor, taps: Tensor, bias: Optional[Tensor], out: Tensor, kh: int,
                               KH=kh, KW=kw, FLIP=flip, HAS_BIAS=bias is not None, ROWS=cfg["ROWS"],
                               BLOCK_W=cfg["BLOCK_W"], BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"])
 
-    key = (tuple(x.shape), kh, kw, str(x.dtype), str(out.dtype))
+    key = (tuple(x.shape), kh, kw, str(x.dtype), str(out.dtype), flip, bias is not None)
     _run_tuned("dwconv_fwd", key, _FWD_CONFIGS, x, run)
 
 
@@ -136,7 +146,7 @@ def _taps(weight: Tensor) -> Tensor:
 
 @torch.library.custom_op("nalaformer::depthwise_conv2d", mutates_args=())
 def _fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], out_dtype: torch.dtype) -> Tensor:
-    kh, kw = weight.shape[-2:]
+    kh, kw = check_depthwise(x, weight, bias)  # also here: the raw op is public (torch.ops.nalaformer)
     x = _channels_minor(x)
     out = _empty_nhwc(x.shape, out_dtype, x.device)
     if x.numel() == 0:  # no programs to launch
@@ -156,7 +166,7 @@ def _bwd(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, need_x: bool,
     channels, (kh, kw) = x.shape[1], weight.shape[-2:]
     if dy.shape != x.shape:
         raise ValueError(f"dy: expected the output's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
-    dy = _channels_minor(dy)
+    dy = _channels_minor(dy, "dy")
     empty = x.new_empty(0)
     if x.numel() == 0:  # no positions: a zero weight gradient, an empty input gradient
         dx = _empty_nhwc(x.shape, x.dtype, x.device) if need_x else empty
@@ -168,7 +178,7 @@ def _bwd(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, need_x: bool,
         _conv(dy, _taps(weight), None, dx, kh, kw, flip=True)
     dweight, dbias = empty.clone(), empty.clone()
     if need_w:
-        taps, bias_sum = _weight_grad(_channels_minor(x), dy, kh, kw, has_bias)
+        taps, bias_sum = _weight_grad(_channels_minor(x), dy, kh, kw, has_bias)  # need_w: weight or bias
         dweight = taps.contiguous().reshape(channels, 1, kh, kw).to(weight.dtype)
         dbias = bias_sum.to(weight.dtype) if has_bias else dbias
     return dx, dweight, dbias
@@ -214,9 +224,9 @@ def depthwise_conv2d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = 
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
         if t is not None and t.dtype not in _DTYPES:
             raise ValueError(f"{name}: expected float32, bfloat16 or float16, got {t.dtype}")
-    per_image = x.shape[1] * x.shape[2] * x.shape[3]
-    if per_image >= 2 ** 31:
-        raise ValueError(f"x: one image of at most 2^31 - 1 elements, got {per_image}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name}: expected a tensor on x's device {x.device}, got {t.device}")
     out_dtype = x.dtype
     try:
         if torch.is_autocast_enabled(x.device.type):
