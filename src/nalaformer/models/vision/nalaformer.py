@@ -26,7 +26,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ...layers import DepthwiseConv2d, NaLaBlock, NaLaClassifierHead, NaLaStem, create_downsample
+from ...layers import DepthwiseConv2d, NaLaBlock, NaLaClassifierHead, NaLaStem, SmallImageConv2d, create_downsample
 from ...layers.attention2d import ATTENTION_TYPES
 from ...layers.kinds import AttentionCore, check_kind
 
@@ -64,9 +64,9 @@ def check_image_input(x: torch.Tensor, in_chans: int, min_size: int) -> torch.Te
     return x
 
 
-# the attention cores call the NaLa op / SDPA with shape logic of their own, and the depthwise conv picks its
+# the attention cores call the NaLa op / SDPA with shape logic of their own, and the convolutions pick their
 # CPU form by the image size: leaves for torch.fx
-for _mixer in (*ATTENTION_TYPES.values(), DepthwiseConv2d):
+for _mixer in (*ATTENTION_TYPES.values(), DepthwiseConv2d, SmallImageConv2d):
     register_notrace_module(_mixer)
 
 
