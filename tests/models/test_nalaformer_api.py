@@ -227,3 +227,16 @@ def test_init_weights_after_to_empty_and_dtype_change():
     assert torch.isfinite(model(x)).all()
     model.to(torch.bfloat16)
     assert model(x.bfloat16()).dtype == torch.bfloat16  # rotary tables are cached per dtype
+
+
+def test_torch_fx_feature_extraction_traces_the_model():
+    """timm's fx feature extraction (what its own test_models.py runs): the convolutions that pick a CPU form by
+    the image size are fx leaves, so tracing does not branch on proxies."""
+    from timm.models import create_feature_extractor
+
+    model = tiny_model().eval()
+    nodes = {"stages.3": "last"}
+    extractor = create_feature_extractor(model, return_nodes=nodes)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(extractor(x)["last"], model.forward_features(x), atol=1e-5)
