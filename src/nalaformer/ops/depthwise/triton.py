@@ -218,7 +218,9 @@ def depthwise_conv2d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = 
     x (B, C, H, W) float32/bfloat16/float16 on CUDA (or CPU with ``TRITON_INTERPRET=1``), weight (C, 1, kh, kw),
     bias (C,) or None -> (B, C, H, W) channels_last; equal to ``F.conv2d(x, weight, bias, padding=(kh // 2,
     kw // 2), groups=C)`` up to the order of the fp32 additions. Under autocast the output has the autocast dtype
-    (as the convolution's), computed from x and the weights as they are (no rounded copies).
+    (as the convolution's), computed from x and the weights as they are (no rounded copies). The zero padding
+    takes part in the products: a NaN or inf tap makes every output it touches (and, in the backward, every
+    input-gradient position) NaN, the image border included, where aten's convolution skips the padding.
     """
     check_depthwise(x, weight, bias)
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
