@@ -9,7 +9,6 @@ an element no program wrote fails. Errors are ||out - ref|| / ||ref||: fp32 <= 1
 from __future__ import annotations
 
 import importlib.util
-import warnings
 
 import pytest
 import torch
@@ -17,32 +16,17 @@ import torch.nn.functional as F
 
 from nalaformer.layers import DepthwiseConv2d
 from nalaformer.ops.depthwise import depthwise_conv2d_reference, depthwise_conv2d_triton
+from tests.ops.helpers import HAS_CUDA, TOL, rel_error as _rel, triton_test_env
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-HAS_CUDA = torch.cuda.is_available()
-TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
 
 @pytest.fixture(autouse=True)
 def _triton_env(monkeypatch, request):
     import nalaformer.ops.depthwise.triton as host
 
-    monkeypatch.setattr(host, "POISON", True)
-    if request.node.get_closest_marker("gpu"):
-        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-        if "NALAFORMER_TRITON_AUTOTUNE" not in __import__("os").environ:
-            monkeypatch.setenv("NALAFORMER_TRITON_AUTOTUNE", "0")  # one config per kernel: fewer compiles
-    else:
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # numpy noise from masked lanes in the interpreter
+    with triton_test_env(monkeypatch, request, host):
         yield
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    assert torch.isfinite(a).all(), "non-finite values (unwritten or NaN)"
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
 def _inputs(shape, kernel, layout, dtype, device, with_bias, seed):

@@ -22,33 +22,17 @@ import pytest
 import torch
 
 from nalaformer import NaLaState, nala_attention, nala_attention_reference, rope_1d
+from tests.ops.helpers import HAS_CUDA, TOL, rel_error as _rel, triton_test_env
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-
-HAS_CUDA = torch.cuda.is_available()
-TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
 
 @pytest.fixture(autouse=True)
 def _triton_env(monkeypatch, request):
     import nalaformer.ops.triton._ops as ops
 
-    monkeypatch.setattr(ops, "POISON", True)
-    if request.node.get_closest_marker("gpu"):
-        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-        if "NALAFORMER_TRITON_AUTOTUNE" not in __import__("os").environ:
-            monkeypatch.setenv("NALAFORMER_TRITON_AUTOTUNE", "0")  # one config per kernel: fewer compiles
-    else:
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # numpy noise from masked lanes in the interpreter
+    with triton_test_env(monkeypatch, request, ops):
         yield
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    assert torch.isfinite(a).all(), "non-finite values (unwritten or NaN)"
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
 def _where(a, r, ok, cu):
